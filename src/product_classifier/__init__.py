@@ -1,0 +1,1 @@
+"""Rakuten product type classification: shared library for the pipeline and serving."""

@@ -1,0 +1,59 @@
+"""Reading and validating the raw Rakuten files (X_*.csv, Y_*.csv, images/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths
+from .errors import DataError
+from .labels import CLASSES, INDEX
+
+X_COLUMNS = ("designation", "description", "productid", "imageid")
+Y_COLUMNS = ("prdtypecode",)
+
+
+def read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Read one raw CSV (first column: unnamed integer index) and check its columns."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, index_col=0, dtype={"designation": "string", "description": "string"},
+                         keep_default_na=False, na_values={"productid": [""], "imageid": [""], "prdtypecode": [""]})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}")
+    if not pd.api.types.is_integer_dtype(df.index):
+        raise DataError(f"{path}: first column must be an integer row index")
+    for col in ("productid", "imageid", "prdtypecode"):
+        if col in columns and not pd.api.types.is_integer_dtype(df[col]):
+            bad = pd.to_numeric(df[col], errors="coerce").isna()
+            row = df.index[bad.to_numpy()][0]
+            raise DataError(f"{path}: row {row}: {col} must be an integer, got {df.at[row, col]!r}")
+    return df
+
+
+def read_products(raw: Path) -> pd.DataFrame:
+    """X_train joined with its labels, plus each product's image path."""
+    x = read_csv(raw / paths.X_TRAIN, X_COLUMNS)
+    y = read_csv(raw / paths.Y_TRAIN, Y_COLUMNS)
+    if not x.index.equals(y.index):
+        raise DataError(f"{paths.X_TRAIN} and {paths.Y_TRAIN} do not have the same row index")
+    unknown = ~y["prdtypecode"].isin(CLASSES)
+    if unknown.any():
+        row = y.index[unknown.to_numpy()][0]
+        raise DataError(
+            f"{paths.Y_TRAIN}: row {row}: unknown prdtypecode {y.at[row, 'prdtypecode']} "
+            f"({int(unknown.sum())} such rows; expected one of the {len(CLASSES)} known codes)"
+        )
+    empty = x["designation"].str.strip() == ""
+    if empty.any():
+        raise DataError(f"{paths.X_TRAIN}: row {x.index[empty.to_numpy()][0]}: empty designation")
+    df = x.join(y)
+    df["label"] = df["prdtypecode"].map(INDEX).astype("int16")
+    folder = paths.image_dir(raw, "train")
+    df["image_path"] = [str(folder / paths.image_name(i, p)) for i, p in zip(df["imageid"], df["productid"])]
+    return df

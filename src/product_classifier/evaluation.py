@@ -1,0 +1,93 @@
+"""Test-split evaluation of the served predictor: quality per model, latency, throughput."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, f1_score
+
+from . import paths
+from .atomic import atomic_path
+from .labels import CLASSES
+from .params import Params
+from .predictor import Predictor, Product, timed
+from .preprocess import Processed
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    return {
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
+        "f1_weighted": round(float(f1_score(y_true, y_pred, average="weighted", zero_division=0)), 6),
+        "f1_macro": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 6),
+    }
+
+
+def percentiles(ms: list[float]) -> dict:
+    return {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3)}
+
+
+def test_products(data: Processed, raw: Path) -> tuple[list[Product], np.ndarray]:
+    rows = data.rows("test")
+    df = data.products.iloc[rows]
+    folder = paths.image_dir(raw, "train")
+    products = [
+        Product(r.designation, r.description, folder / paths.image_name(r.imageid, r.productid))
+        for r in df.itertuples()
+    ]
+    return products, data.labels[rows]
+
+
+def latencies(predictor: Predictor, products: list[Product], n: int) -> dict:
+    """Single-item latency (ms) of each served path, raw product in, class out."""
+    sample = products[:n]
+    paths_ = {
+        "fused": lambda x: predictor.predict([x]),
+        "lstm": lambda x: predictor.predict([Product(x.designation, x.description)]),
+        "vgg16": lambda x: predictor.image_proba(predictor.prepare(x).image[None]),
+    }
+    out = {}
+    for name, fn in paths_.items():
+        for x in sample[:3]:  # warm-up: first calls build the compiled functions
+            fn(x)
+        out[name] = percentiles([timed(fn, x) for x in sample])
+    return out
+
+
+def evaluate(processed: Path, raw: Path, models: Path, metrics: Path, p: Params, batch: int = 64) -> dict:
+    predictor = Predictor.load(models)
+    data = Processed(processed)
+    products, y_true = test_products(data, raw)
+    start = time.perf_counter()
+    preds = []
+    for i in range(0, len(products), batch):
+        preds += predictor.predict(products[i : i + batch])
+    throughput = len(products) / (time.perf_counter() - start)
+
+    fused = np.array([pr.probabilities.argmax() for pr in preds])
+    text = np.array([pr.text.argmax() for pr in preds])
+    image = np.array([pr.image.argmax() if pr.image is not None else -1 for pr in preds])
+    lat = latencies(predictor, products, p.evaluate.latency_samples)
+    result = {
+        "fused": {**scores(y_true, fused), "latency_ms": lat["fused"], "throughput_per_s": round(throughput, 2)},
+        "lstm": {**scores(y_true, text), "latency_ms": lat["lstm"]},
+        "vgg16": {**scores(y_true, image), "latency_ms": lat["vgg16"]},
+        "test_size": len(products),
+    }
+    codes = np.asarray(CLASSES)
+    report = classification_report(codes[y_true], codes[fused], labels=codes, output_dict=True, zero_division=0)
+    per_class = [{"prdtypecode": str(c), "f1": round(report[str(c)]["f1-score"], 4),
+                  "support": int(report[str(c)]["support"])} for c in codes]
+
+    from dvclive import Live
+
+    with atomic_path(metrics, is_dir=True) as tmp:
+        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
+        live.summary.update(result)
+        live.log_sklearn_plot("confusion_matrix", [str(c) for c in codes[y_true]], [str(c) for c in codes[fused]],
+                              name="confusion_matrix.json")
+        live.log_plot("per_class_f1", per_class, x="f1", y="prdtypecode", template="bar_horizontal",
+                      title="Fused model: F1 per class (test split)")
+        live.end()
+    return result

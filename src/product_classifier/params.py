@@ -1,0 +1,115 @@
+"""Typed view of params.yaml. Every stage reads its parameters through `load_params`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ParamError
+
+DATA_FILES = ("X_train_update.csv", "Y_train_CVw08PX.csv", "X_test_update.csv", "images.zip")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    source: Literal["sample", "huggingface"] = "sample"
+    seed: int = 42
+    sample_size: int = Field(2700, ge=200, description="training rows of the embedded sample")
+    url: str = (
+        "https://huggingface.co/datasets/ndiguesene/"
+        "ml-datasets-image-rakuten-ecommerce/resolve/main/"
+    )
+    files: tuple[str, ...] = DATA_FILES
+    # Optional "file name -> sha256" pins checked after download.
+    sha256: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url_is_http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v if v.endswith("/") else v + "/"
+
+
+class PreprocessParams(_Strict):
+    seed: int = 42
+    image_size: int = Field(64, ge=32, le=512)
+    max_words: int = Field(20000, ge=100)
+    max_len: int = Field(48, ge=4, le=1024)
+    val_size: float = Field(0.15, gt=0, lt=0.5)
+    test_size: float = Field(0.15, gt=0, lt=0.5)
+    skip_bad_images: bool = False
+    workers: int = Field(0, ge=0, description="image decoding processes; 0 = one per core")
+
+
+class LstmParams(_Strict):
+    embedding_dim: int = Field(64, ge=4)
+    units: int = Field(64, ge=4)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    learning_rate: float = Field(0.003, gt=0)
+
+
+class Vgg16Params(_Strict):
+    weights: str = "none"
+    dense_units: int = Field(256, ge=4)
+    dropout: float = Field(0.3, ge=0, lt=1)
+    learning_rate: float = Field(0.001, gt=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v: str) -> str:
+        if v in ("none", "imagenet") or v.endswith((".h5", ".weights.h5", ".keras")):
+            return v
+        raise ValueError("must be none, imagenet or a path to a .h5/.keras weights file")
+
+
+class TrainParams(_Strict):
+    epochs: int = Field(15, ge=1)
+    batch_size: int = Field(64, ge=1)
+    patience: int = Field(3, ge=1)
+    seed: int = 42
+    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    lstm: LstmParams = LstmParams()
+    vgg16: Vgg16Params = Vgg16Params()
+
+
+class FuseParams(_Strict):
+    method: Literal["weighted", "stacking"] = "weighted"
+
+
+class EvaluateParams(_Strict):
+    latency_samples: int = Field(50, ge=5)
+
+
+class Params(_Strict):
+    data: DataParams = DataParams()
+    preprocess: PreprocessParams = PreprocessParams()
+    train: TrainParams = TrainParams()
+    fuse: FuseParams = FuseParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+def parse_params(raw: dict) -> Params:
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ParamError(f"params.yaml: {where}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path} not found: run stages from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path} is not valid YAML: {exc}".splitlines()[0]) from None
+    return parse_params(raw)

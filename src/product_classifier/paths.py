@@ -1,0 +1,27 @@
+"""Repository layout, relative to the working directory (the repo root for stages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+PROCESSED = Path("data/processed")
+MODELS = Path("models")
+METRICS = Path("metrics")
+FEATURE_CACHE = Path(".cache/features")
+DOWNLOAD_CACHE = Path(".cache/downloads")
+
+X_TRAIN = "X_train_update.csv"
+Y_TRAIN = "Y_train_CVw08PX.csv"
+X_TEST = "X_test_update.csv"
+IMAGES_ZIP = "images.zip"
+SPLITS = ("train", "val", "test")
+
+
+def image_dir(raw: Path, split: str = "train") -> Path:
+    """Where the real images.zip puts images (`images/image_train/...`)."""
+    return raw / "images" / f"image_{split}"
+
+
+def image_name(imageid: int, productid: int) -> str:
+    return f"image_{imageid}_product_{productid}.jpg"

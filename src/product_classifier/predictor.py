@@ -1,0 +1,154 @@
+"""The fused predictor: raw product in, class out. Loaded by `evaluate` and by serving alike."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import read_json
+from .errors import DataError, TextError
+from .fusion import Fusion
+from .images import is_blank, load_image
+from .labels import CLASSES, category
+from .text import Vocabulary, clean_text
+
+LSTM_DIR, VGG16_DIR, FUSION_DIR = "lstm", "vgg16", "fusion"
+MODEL_FILE = "model.keras"
+FUSION_FILE = "fusion.json"
+REQUIRED_FILES = (
+    f"{LSTM_DIR}/{MODEL_FILE}", f"{LSTM_DIR}/vocab.json",
+    f"{VGG16_DIR}/{MODEL_FILE}", f"{VGG16_DIR}/meta.json",
+    f"{FUSION_DIR}/{FUSION_FILE}",
+)
+
+
+@dataclass(frozen=True)
+class Product:
+    designation: str
+    description: str | None = None
+    image: bytes | str | os.PathLike | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A product after the shared preprocessing: what the models actually see."""
+
+    tokens: np.ndarray
+    image: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray
+    text: np.ndarray
+    image: np.ndarray | None
+
+    @property
+    def modalities(self) -> list[str]:
+        return ["text", "image"] if self.image is not None else ["text"]
+
+    @property
+    def code(self) -> int:
+        return CLASSES[int(self.probabilities.argmax())]
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities.max())
+
+    def top_k(self, k: int = 3) -> list[dict]:
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [{"prdtypecode": CLASSES[i], "category": category(CLASSES[i]),
+                 "probability": float(self.probabilities[i])} for i in order]
+
+
+def _check_files(models_dir: Path, files) -> None:
+    missing = [f for f in files if not (models_dir / f).exists()]
+    if missing:
+        raise DataError(f"{models_dir}: missing model artifact(s) {', '.join(missing)}; run `dvc repro` or `dvc pull`")
+
+
+def load_single_models(models_dir: Path) -> tuple:
+    """(lstm, vocabulary, image model, image size): the two trained models, before fusion."""
+    _check_files(models_dir, REQUIRED_FILES[:4])
+    import keras
+
+    from .models import CaffePreprocess  # noqa: F401  (registers the custom layer)
+
+    return (
+        keras.saving.load_model(models_dir / LSTM_DIR / MODEL_FILE),
+        Vocabulary.load(models_dir / LSTM_DIR / "vocab.json"),
+        keras.saving.load_model(models_dir / VGG16_DIR / MODEL_FILE),
+        int(read_json(models_dir / VGG16_DIR / "meta.json")["image_size"]),
+    )
+
+
+def batched(fn, array: np.ndarray, rows: np.ndarray, batch: int = 128) -> np.ndarray:
+    """fn over array[rows] in batches, so a memory-mapped array is never loaded whole."""
+    return np.concatenate([fn(np.asarray(array[rows[i : i + batch]])) for i in range(0, len(rows), batch)])
+
+
+class Predictor:
+    def __init__(self, lstm, vocab: Vocabulary, image_model, image_size: int, fusion: Fusion,
+                 class_mix: list[float] | None = None):
+        self.lstm = lstm
+        self.vocab = vocab
+        self.image_model = image_model
+        self.image_size = image_size
+        self.fusion = fusion
+        self.class_mix = class_mix
+
+    @classmethod
+    def load(cls, models_dir: str | os.PathLike) -> Predictor:
+        models_dir = Path(models_dir)
+        _check_files(models_dir, REQUIRED_FILES)
+        fused = read_json(models_dir / FUSION_DIR / FUSION_FILE)
+        return cls(*load_single_models(models_dir), fusion=Fusion.from_dict(fused["fusion"]),
+                   class_mix=fused.get("class_mix"))
+
+    # -- preprocessing: the same functions preprocess used on the training data --
+    def prepare(self, product: Product) -> Prepared:
+        """Raises TextError / ImageError for unusable input; a blank image counts as none."""
+        cleaned = clean_text(product.designation, product.description)
+        if not cleaned:
+            raise TextError("designation has no usable words")
+        image = None
+        if product.image is not None:
+            image = load_image(product.image, self.image_size)
+            if is_blank(image):
+                image = None
+        return Prepared(self.vocab.encode([cleaned])[0], image)
+
+    # -- forward passes --
+    def text_proba(self, tokens: np.ndarray) -> np.ndarray:
+        return np.asarray(self.lstm.predict_on_batch(np.asarray(tokens, dtype=np.int32)), dtype=np.float64)
+
+    def image_proba(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.image_model.predict_on_batch(np.asarray(images, dtype=np.float32)), dtype=np.float64)
+
+    def predict_prepared(self, items: list[Prepared]) -> list[Prediction]:
+        if not items:
+            return []
+        p_text = self.text_proba(np.stack([it.tokens for it in items]))
+        with_image = [i for i, it in enumerate(items) if it.image is not None]
+        p_image = np.zeros_like(p_text)
+        if with_image:
+            p_image[with_image] = self.image_proba(np.stack([items[i].image for i in with_image]))
+        fused = p_text.copy()
+        if with_image:
+            fused[with_image] = self.fusion.combine(p_text[with_image], p_image[with_image])
+        has = set(with_image)
+        return [Prediction(fused[i], p_text[i], p_image[i] if i in has else None) for i in range(len(items))]
+
+    def predict(self, products: list[Product]) -> list[Prediction]:
+        return self.predict_prepared([self.prepare(p) for p in products])
+
+
+def timed(fn, *args) -> float:
+    """Milliseconds one call of fn(*args) takes."""
+    start = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - start) * 1000.0

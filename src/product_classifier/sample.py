@@ -1,0 +1,211 @@
+"""The embedded sample: a deterministic stand-in for the Rakuten data, in its real layout.
+
+It keeps the real class codes and proportions, messy multilingual text (HTML tags and
+entities, mojibake, empty descriptions) and 500x500 JPEGs with white padding. Some
+classes look alike and only their text tells them apart, others share their words and
+only their image does, so neither model alone can be right everywhere and fusion pays.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from . import paths
+from .labels import CLASSES, REAL_COUNTS
+
+IMAGE_SIDE = 500
+
+# Own words of each class (French first, a little English and German as in the catalogue).
+KEYWORDS: dict[int, list[str]] = {
+    10: ["livre", "occasion", "roman", "poche", "auteur", "lecture", "épuisé", "used"],
+    2403: ["bd", "manga", "tome", "comics", "album", "intégrale", "bande", "dessinée"],
+    2705: ["livre", "neuf", "nouveauté", "parution", "broché", "éditeur", "préface", "buch"],
+    2280: ["journal", "revue", "numéro", "hebdomadaire", "presse", "quotidien", "1968", "magazine"],
+    40: ["jeu", "vidéo", "rétro", "cartouche", "nintendo", "sega", "pal", "game"],
+    2462: ["occasion", "lot", "jeux", "console", "playstation", "xbox", "testé", "used"],
+    2905: ["jeu", "pc", "windows", "dvd", "rom", "steam", "téléchargement", "download"],
+    50: ["manette", "chargeur", "câble", "casque", "accessoire", "gaming", "usb", "controller"],
+    60: ["console", "portable", "pack", "hdmi", "go", "édition", "limitée", "konsole"],
+    1160: ["carte", "pokémon", "booster", "rare", "holo", "magic", "yu", "gi"],
+    1300: ["maquette", "modélisme", "drone", "hélicoptère", "échelle", "kit", "moteur", "rc"],
+    1301: ["chaussettes", "bébé", "layette", "babyfoot", "fléchettes", "billard", "naissance", "socks"],
+    1320: ["poussette", "siège", "auto", "biberon", "langer", "porte", "bébé", "stroller"],
+    1920: ["coussin", "housse", "drap", "couette", "taie", "linge", "oreiller", "kissen"],
+    1940: ["épicerie", "thé", "café", "bonbon", "chocolat", "sucre", "bio", "coffee"],
+    2220: ["chien", "chat", "collier", "croquettes", "laisse", "litière", "animaux", "hund"],
+    2522: ["cahier", "stylo", "papeterie", "agenda", "carnet", "feutre", "classeur", "notebook"],
+    2583: ["piscine", "pompe", "filtre", "spa", "bâche", "liner", "chlore", "pool"],
+    2585: ["outil", "perceuse", "aspirateur", "nettoyage", "bricolage", "visseuse", "tool", "werkzeug"],
+}
+# Classes whose text is drawn from one shared pool: only the image separates them.
+SHARED_WORDS: dict[tuple[int, ...], list[str]] = {
+    (1280, 1281, 1302): ["jouet", "enfant", "cadeau", "jeu", "ans", "fun", "spielzeug", "toy"],
+    (1560, 2060, 2582): ["maison", "design", "moderne", "bois", "décoration", "intérieur", "home", "style"],
+    (1140, 1180): ["figurine", "collection", "personnage", "statuette", "série", "figure", "pop", "officielle"],
+}
+# Classes that share one look: only the text separates them.
+SHARED_LOOK: list[tuple[int, ...]] = [(10, 2403, 2705, 2280), (40, 2462, 2905), (1920, 1940)]
+
+FILLER = [
+    "de", "la", "le", "pour", "avec", "et", "en", "lot", "neuf", "qualité", "prix", "taille",
+    "couleur", "nouveau", "original", "livraison", "gratuite", "idéal", "cm", "noir", "blanc",
+    "new", "size", "free", "shipping", "neu", "farbe", "größe", "très", "bon", "état", "l'article",
+]
+PALETTE = [
+    (220, 40, 40), (40, 160, 60), (40, 80, 210), (240, 200, 30), (150, 60, 180), (30, 190, 200),
+    (250, 130, 20), (120, 80, 40), (30, 30, 30), (200, 90, 160), (120, 190, 40), (90, 110, 130),
+]
+SHAPES = ["disc", "square", "triangle", "stripes", "ring", "cross", "diamond", "checker"]
+
+
+def _looks() -> dict[int, tuple[tuple[int, int, int], str]]:
+    """One (colour, shape) per class; classes of a SHARED_LOOK group get the same one."""
+    owners: list[tuple[int, ...]] = list(SHARED_LOOK)
+    grouped = {c for g in SHARED_LOOK for c in g}
+    owners += [(c,) for c in CLASSES if c not in grouped]
+    looks = {}
+    for i, group in enumerate(owners):
+        look = (PALETTE[i % len(PALETTE)], SHAPES[(i * 5 + i // len(PALETTE)) % len(SHAPES)])
+        for c in group:
+            looks[c] = look
+    return looks
+
+
+LOOKS = _looks()
+WORDS: dict[int, list[str]] = dict(KEYWORDS)
+for _group, _words in SHARED_WORDS.items():
+    for _c in _group:
+        WORDS[_c] = _words
+
+
+def class_counts(n: int, minimum: int = 10) -> dict[int, int]:
+    total = sum(REAL_COUNTS.values())
+    return {c: max(minimum, round(REAL_COUNTS[c] * n / total)) for c in CLASSES}
+
+
+def _html_escape_some(text: str, rng: np.random.Generator) -> str:
+    if rng.random() < 0.5:
+        text = text.replace("é", "&eacute;").replace("è", "&egrave;").replace("à", "&agrave;")
+    return text.replace("'", "&#39;") if rng.random() < 0.5 else text
+
+
+def _words(code: int, rng: np.random.Generator, n_own: int, n_fill: int) -> list[str]:
+    own = list(rng.choice(WORDS[code], size=n_own))
+    fill = list(rng.choice(FILLER, size=n_fill))
+    words = own + fill
+    rng.shuffle(words)
+    return [str(w) for w in words]
+
+
+def make_text(code: int, rng: np.random.Generator) -> tuple[str, str]:
+    """(designation, description) for one product of class `code`."""
+    if rng.random() < 0.06:  # uninformative listing: only filler words
+        designation = " ".join(str(w) for w in rng.choice(FILLER, size=5))
+    else:
+        designation = " ".join(_words(code, rng, int(rng.integers(2, 4)), int(rng.integers(2, 5))))
+        if rng.random() < 0.5:
+            designation = designation.capitalize() + f" - Réf {int(rng.integers(100, 99999))}"
+    description = ""
+    if rng.random() >= 0.35:  # about 35% of real descriptions are empty
+        sentences = [" ".join(_words(code, rng, 1, int(rng.integers(4, 9)))) for _ in range(int(rng.integers(1, 4)))]
+        description = "<p>" + "<br />".join(s.capitalize() + "." for s in sentences) + "</p>"
+        description = _html_escape_some(description, rng)
+    if rng.random() < 0.08:  # UTF-8 read as latin-1, as in the real CSVs
+        designation = designation.encode("utf-8").decode("latin-1")
+    return designation, description
+
+
+def make_image(code: int, rng: np.random.Generator) -> Image.Image:
+    """A 500x500 product photo: the class's shape and colour on a padded white canvas."""
+    (r, g, b), shape = LOOKS[code]
+    img = Image.new("RGB", (IMAGE_SIDE, IMAGE_SIDE), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    side = int(rng.integers(200, 420))
+    x0 = int(rng.integers(10, IMAGE_SIDE - side - 10))
+    y0 = int(rng.integers(10, IMAGE_SIDE - side - 10))
+    x1, y1 = x0 + side, y0 + side
+    jitter = rng.integers(-25, 26, size=3)
+    colour = tuple(int(v) for v in np.clip(np.array([r, g, b]) + jitter, 0, 255))
+    tint = tuple(int(v) for v in rng.integers(200, 256, size=3))
+    draw.rectangle([x0, y0, x1, y1], fill=tint)
+    m = side // 8
+    if shape == "disc":
+        draw.ellipse([x0 + m, y0 + m, x1 - m, y1 - m], fill=colour)
+    elif shape == "square":
+        draw.rectangle([x0 + 2 * m, y0 + 2 * m, x1 - 2 * m, y1 - 2 * m], fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(x0 + side // 2, y0 + m), (x0 + m, y1 - m), (x1 - m, y1 - m)], fill=colour)
+    elif shape == "stripes":
+        for k in range(0, side, 2 * m):
+            draw.rectangle([x0, y0 + k, x1, y0 + k + m], fill=colour)
+    elif shape == "ring":
+        draw.ellipse([x0 + m, y0 + m, x1 - m, y1 - m], outline=colour, width=m)
+    elif shape == "cross":
+        draw.rectangle([x0 + 3 * m, y0 + m, x1 - 3 * m, y1 - m], fill=colour)
+        draw.rectangle([x0 + m, y0 + 3 * m, x1 - m, y1 - 3 * m], fill=colour)
+    elif shape == "diamond":
+        cx, cy = x0 + side // 2, y0 + side // 2
+        draw.polygon([(cx, y0 + m), (x1 - m, cy), (cx, y1 - m), (x0 + m, cy)], fill=colour)
+    else:  # checker
+        for i in range(4):
+            for j in range(4):
+                if (i + j) % 2 == 0:
+                    draw.rectangle([x0 + i * side // 4, y0 + j * side // 4, x0 + (i + 1) * side // 4, y0 + (j + 1) * side // 4], fill=colour)
+    # Sensor noise, so no two photos are alike.
+    noise = rng.normal(0, 6, size=(IMAGE_SIDE, IMAGE_SIDE, 1))
+    arr = np.clip(np.asarray(img, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def _write_images(jobs: Sequence[tuple[int, int, int, str]]) -> None:
+    for seed, index, code, path in jobs:
+        rng = np.random.default_rng([seed, index, 1])
+        make_image(code, rng).save(path, format="JPEG", quality=85)
+
+
+def _table(codes: Sequence[int], seed: int, offset: int) -> pd.DataFrame:
+    rows = []
+    for i, code in enumerate(codes):
+        rng = np.random.default_rng([seed, offset + i, 0])
+        designation, description = make_text(code, rng)
+        rows.append({
+            "designation": designation,
+            "description": description,
+            "productid": int(rng.integers(10**8, 5 * 10**9)),
+            "imageid": int(rng.integers(10**8, 2 * 10**9)),
+        })
+    return pd.DataFrame(rows, index=pd.RangeIndex(offset, offset + len(codes)))
+
+
+def generate(out: Path, n: int, seed: int, workers: int = 0) -> None:
+    """Write the sample's CSVs and images under `out` in the real data layout."""
+    rng = np.random.default_rng(seed)
+    codes = np.repeat(list(class_counts(n)), list(class_counts(n).values()))
+    rng.shuffle(codes)
+    n_test = max(10, len(codes) // 10)
+    test_codes = rng.choice(codes, size=n_test)
+    train = _table(codes, seed, 0)
+    test = _table(test_codes, seed, len(codes))
+    train.to_csv(out / paths.X_TRAIN)
+    pd.DataFrame({"prdtypecode": codes}, index=train.index).to_csv(out / paths.Y_TRAIN)
+    test.to_csv(out / paths.X_TEST)
+
+    jobs = []
+    for split, table, split_codes in (("train", train, codes), ("test", test, test_codes)):
+        folder = paths.image_dir(out, split)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, row, code in zip(table.index, table.itertuples(), split_codes):
+            jobs.append((seed, int(index), int(code), str(folder / paths.image_name(row.imageid, row.productid))))
+    workers = workers or os.cpu_count() or 1
+    chunk = math.ceil(len(jobs) / (workers * 4))
+    chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_images, chunks))

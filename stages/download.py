@@ -1,0 +1,23 @@
+"""Stage `download`: data/raw in the real Rakuten layout, from the embedded sample or the real source."""
+
+from product_classifier import paths
+from product_classifier.atomic import atomic_path
+from product_classifier.cli import stage
+
+
+@stage
+def main(p):
+    with atomic_path(paths.RAW, is_dir=True) as tmp:
+        if p.data.source == "sample":
+            from product_classifier.sample import generate
+
+            generate(tmp, p.data.sample_size, p.data.seed)
+        else:
+            from product_classifier.download import download_all
+
+            download_all(p.data.url, p.data.files, paths.DOWNLOAD_CACHE, tmp, p.data.sha256)
+    return {"source": p.data.source}
+
+
+if __name__ == "__main__":
+    main()
