@@ -1,0 +1,51 @@
+# One entry point for people and CI: every workflow step is a target here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+# Stage commands (`python stages/...`) and tools resolve to the project's environment.
+export PATH := $(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+
+.PHONY: help venv venv-dev repro test lint format clean
+
+help: ## list targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip==25.3"
+
+$(VENV)/.pipeline: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e ".[pipeline]"
+	touch $@
+
+$(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP_INSTALL) -e ".[dev]"
+	touch $@ $(VENV)/.pipeline
+
+venv: $(VENV)/.pipeline ## environment for the pipeline
+venv-dev: $(VENV)/.dev ## environment with serving and test tools
+
+repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
+	dvc repro
+	dvc metrics show
+
+test: venv-dev ## lint and run every test
+	$(MAKE) lint
+	pytest
+
+lint: venv-dev ## static checks
+	ruff check .
+
+format: venv-dev ## fix what ruff can fix
+	ruff check --fix .
+	ruff format .
+
+clean: ## remove caches (not the DVC cache)
+	rm -rf .cache .pytest_cache .ruff_cache
