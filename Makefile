@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: help venv venv-dev repro test lint format clean
+.PHONY: help venv venv-dev sysdeps repro test lint format clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,7 +36,10 @@ repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
 	dvc repro
 	dvc metrics show
 
-test: venv-dev ## lint and run every test
+sysdeps: ## Debian packages the tests need (prometheus, linters)
+	bash scripts/sysdeps.sh
+
+test: venv-dev sysdeps ## lint and run every test
 	$(MAKE) lint
 	pytest
 
