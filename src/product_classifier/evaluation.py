@@ -28,15 +28,18 @@ def percentiles(ms: list[float]) -> dict:
     return {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3)}
 
 
+PREDICTIONS = "predictions.csv"
+
+
 def test_products(data: Processed, raw: Path) -> tuple[list[Product], np.ndarray]:
-    rows = data.rows("test")
-    df = data.products.iloc[rows]
+    """The test split as raw products (text + image file), the way serving receives them."""
+    df = data.products.iloc[data.rows("test")]
     folder = paths.image_dir(raw, "train")
     products = [
         Product(r.designation, r.description, folder / paths.image_name(r.imageid, r.productid))
         for r in df.itertuples()
     ]
-    return products, data.labels[rows]
+    return products, data.labels[data.rows("test")]
 
 
 def latencies(predictor: Predictor, products: list[Product], n: int) -> dict:
@@ -90,4 +93,9 @@ def evaluate(processed: Path, raw: Path, models: Path, metrics: Path, p: Params,
         live.log_plot("per_class_f1", per_class, x="f1", y="prdtypecode", template="bar_horizontal",
                       title="Fused model: F1 per class (test split)")
         live.end()
+        # Per-item predictions, so serving can be checked against them (no training/serving skew).
+        test = data.products.iloc[data.rows("test")][["productid", "imageid", "prdtypecode"]].copy()
+        test["predicted"] = codes[fused]
+        test["confidence"] = [round(pr.confidence, 6) for pr in preds]
+        test.to_csv(tmp / PREDICTIONS)
     return result
