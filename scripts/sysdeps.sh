@@ -2,6 +2,9 @@
 # Debian packages the tests use (real servers and linters). Idempotent; needs root or sudo.
 set -euo pipefail
 PACKAGES=(
+    prometheus                 # prometheus + promtool: monitoring config checks and live scrape test
+    prometheus-node-exporter   # host metrics for the monitoring live test
+    docker-compose             # `docker-compose config` validates docker-compose.monitoring.yml
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
