@@ -55,5 +55,5 @@ def read_products(raw: Path) -> pd.DataFrame:
     df = x.join(y)
     df["label"] = df["prdtypecode"].map(INDEX).astype("int16")
     folder = paths.image_dir(raw, "train")
-    df["image_path"] = [str(folder / paths.image_name(i, p)) for i, p in zip(df["imageid"], df["productid"])]
+    df["image_path"] = [str(folder / paths.image_name(i, p)) for i, p in zip(df["imageid"], df["productid"], strict=True)]
     return df

@@ -17,10 +17,10 @@ from urllib3.util.retry import Retry
 from . import paths
 from .errors import DataError, DownloadError
 
-CHUNK = 1 << 20
+CHUNK = 1 << 16  # small enough that a cut transfer keeps nearly all it received
 
 
-def session(retries: int = 5, backoff: float = 0.5) -> requests.Session:
+def session(retries: int = 3, backoff: float = 0.5) -> requests.Session:
     """A session that retries connection errors and 429/5xx with exponential backoff."""
     retry = Retry(
         total=retries,
@@ -35,11 +35,17 @@ def session(retries: int = 5, backoff: float = 0.5) -> requests.Session:
     return s
 
 
+class _Interrupted(Exception):
+    """The transfer stopped part-way; what arrived is kept in the .part file."""
+
+
 def fetch(url: str, dest: Path, *, http: requests.Session | None = None, sha256: str | None = None,
-          timeout: float = 30.0) -> Path:
+          timeout: float = 30.0, attempts: int = 3) -> Path:
     """Download `url` to `dest`, resuming a previous partial download (`dest.part`).
 
     The file appears at `dest` only once complete and, if `sha256` is given, verified.
+    HTTP errors and refused connections are retried by the session; a transfer cut
+    part-way is resumed with a Range request, up to `attempts` times.
     """
     http = http or session()
     if dest.exists():
@@ -47,41 +53,50 @@ def fetch(url: str, dest: Path, *, http: requests.Session | None = None, sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    for attempt in range(1, attempts + 1):
+        try:
+            _fetch_once(http, url, part, timeout)
+            break
+        except _Interrupted as exc:
+            if attempt == attempts:
+                raise DownloadError(f"{url}: {exc}; run again to resume") from None
+    _verify(part, sha256)
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch_once(http: requests.Session, url: str, part: Path, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     try:
         with http.get(url, headers=headers, stream=True, timeout=timeout) as resp:
             if resp.status_code == 416:  # the part file is already complete
-                resp.close()
-            else:
-                if resp.status_code == 404:
-                    raise DownloadError(f"{url}: not found (404); check data.url and data.files in params.yaml")
-                resp.raise_for_status()
-                if have and resp.status_code != 206:  # server ignored Range: start over
-                    have = 0
-                expected = _expected_size(resp, have)
-                with open(part, "ab" if have else "wb") as fh, tqdm(
-                    total=expected, initial=have, unit="B", unit_scale=True, desc=dest.name,
-                    disable=None, file=sys.stderr,
-                ) as bar:
-                    for chunk in resp.iter_content(CHUNK):
-                        fh.write(chunk)
-                        bar.update(len(chunk))
-                if expected is not None and part.stat().st_size != expected:
-                    raise DownloadError(
-                        f"{url}: got {part.stat().st_size} of {expected} bytes; run again to resume"
-                    )
-    except requests.ConnectionError as exc:
+                return
+            if resp.status_code == 404:
+                raise DownloadError(f"{url}: not found (404); check data.url and data.files in params.yaml")
+            resp.raise_for_status()
+            if have and resp.status_code != 206:  # server ignored Range: start over
+                have = 0
+            expected = _expected_size(resp, have)
+            with open(part, "ab" if have else "wb") as fh, tqdm(
+                total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5],
+                disable=None, file=sys.stderr,
+            ) as bar:
+                for chunk in resp.iter_content(CHUNK):
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    except requests.HTTPError as exc:
+        raise DownloadError(f"{url}: HTTP {exc.response.status_code}") from None
+    except requests.RequestException as exc:
+        got = part.stat().st_size if part.exists() else 0
+        if got > have:
+            raise _Interrupted(f"interrupted after {got} bytes ({type(exc).__name__})") from None
         raise DownloadError(
             f"cannot reach {url} ({type(exc).__name__}); check the network, or set data.source: sample"
         ) from None
-    except requests.Timeout:
-        raise DownloadError(f"{url}: timed out; run again to resume") from None
-    except requests.HTTPError as exc:
-        raise DownloadError(f"{url}: HTTP {exc.response.status_code}") from None
-    _verify(part, sha256)
-    os.replace(part, dest)
-    return dest
+    got = part.stat().st_size
+    if expected is not None and got != expected:
+        raise _Interrupted(f"got {got} of {expected} bytes")
 
 
 def _expected_size(resp: requests.Response, have: int) -> int | None:

@@ -51,7 +51,7 @@ def decode_images(image_paths: list[str], array_path: Path, size: int, workers: 
     tasks = [(str(array_path), size, list(enumerate(image_paths))[i : i + chunk], n) for i in range(0, n, chunk)]
     bad: list[tuple[int, str]] = []
     with ProcessPoolExecutor(workers) as pool, tqdm(total=n, unit="img", desc="images", disable=None, file=sys.stderr) as bar:
-        for task, result in zip(tasks, pool.map(_decode_chunk, tasks)):
+        for task, result in zip(tasks, pool.map(_decode_chunk, tasks), strict=True):
             bad.extend(result)
             bar.update(len(task[2]))
     return sorted(bad)
@@ -59,7 +59,7 @@ def decode_images(image_paths: list[str], array_path: Path, size: int, workers: 
 
 def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
     df = read_products(raw)
-    texts = [clean_text(d, s) for d, s in zip(df["designation"], df["description"])]
+    texts = [clean_text(d, s) for d, s in zip(df["designation"], df["description"], strict=True)]
     with atomic_path(out, is_dir=True) as tmp:
         bad = decode_images(list(df["image_path"]), tmp / IMAGES, p.image_size, p.workers)
         if bad and not p.skip_bad_images:
@@ -71,7 +71,7 @@ def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
         split[keep] = stratified_split(df["label"].to_numpy()[keep], p.val_size, p.test_size, p.seed)
         df["split"] = split
         train = split == "train"
-        vocab = Vocabulary.fit([t for t, is_train in zip(texts, train) if is_train], p.max_words, p.max_len)
+        vocab = Vocabulary.fit([t for t, is_train in zip(texts, train, strict=True) if is_train], p.max_words, p.max_len)
         vocab.save(tmp / VOCAB)
         np.save(tmp / TOKENS, vocab.encode(texts))
         np.save(tmp / LABELS, df["label"].to_numpy())

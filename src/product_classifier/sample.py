@@ -202,7 +202,7 @@ def generate(out: Path, n: int, seed: int, workers: int = 0) -> None:
     for split, table, split_codes in (("train", train, codes), ("test", test, test_codes)):
         folder = paths.image_dir(out, split)
         folder.mkdir(parents=True, exist_ok=True)
-        for index, row, code in zip(table.index, table.itertuples(), split_codes):
+        for index, row, code in zip(table.index, table.itertuples(), split_codes, strict=True):
             jobs.append((seed, int(index), int(code), str(folder / paths.image_name(row.imageid, row.productid))))
     workers = workers or os.cpu_count() or 1
     chunk = math.ceil(len(jobs) / (workers * 4))

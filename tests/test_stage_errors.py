@@ -1,0 +1,139 @@
+"""Bad input to each stage ends with one line naming the problem, and leaves no output behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import PROJECT, env
+
+pytestmark = pytest.mark.slow
+
+
+def run_stage(name: str, cwd: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT / "stages" / f"{name}.py")], cwd=cwd,
+                          env={**env(), **(extra_env or {})}, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not _is_tf_noise(line)]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def _is_tf_noise(line: str) -> bool:  # TensorFlow's C++ start-up chatter, not ours
+    return line.startswith(("I0000", "W0000", "E0000", "WARNING: All log messages")) or "oneDNN" in line or "cuda" in line
+
+
+def no_leftovers(folder: Path) -> bool:
+    return not any(p.name.startswith(".") and ".tmp-" in p.name for p in folder.rglob("*"))
+
+
+@pytest.fixture
+def workdir(tiny_repo, tmp_path):
+    """A copy of the tiny repo's raw data and params, to break in various ways."""
+    shutil.copytree(tiny_repo / "data/raw", tmp_path / "data/raw")
+    shutil.copy(tiny_repo / "params.yaml", tmp_path / "params.yaml")
+    return tmp_path
+
+
+def first_image(raw: Path) -> Path:
+    row = pd.read_csv(raw / "X_train_update.csv", index_col=0).iloc[0]
+    return raw / f"images/image_train/image_{row.imageid}_product_{row.productid}.jpg"
+
+
+def edit_csv(path: Path, fn) -> None:
+    df = pd.read_csv(path, index_col=0, keep_default_na=False)
+    fn(df)
+    df.to_csv(path)
+
+
+BREAKAGES = {
+    "missing_file": (lambda raw: (raw / "Y_train_CVw08PX.csv").unlink(), ["Y_train_CVw08PX.csv: file not found"]),
+    "malformed_csv": (lambda raw: (raw / "X_train_update.csv").write_text(',designation,description\n0,"unclosed,x\n'),
+                      ["X_train_update.csv: malformed CSV"]),
+    "missing_column": (lambda raw: edit_csv(raw / "X_train_update.csv", lambda df: df.drop(columns="imageid", inplace=True)),
+                       ["missing column(s) imageid"]),
+    "unknown_label": (lambda raw: edit_csv(raw / "Y_train_CVw08PX.csv", lambda df: df.iloc.__setitem__((3, 0), 9999)),
+                      ["row 3: unknown prdtypecode 9999"]),
+    "non_integer_id": (lambda raw: edit_csv(raw / "X_train_update.csv", lambda df: df.__setitem__("productid", df["productid"].astype(str).str.replace("^", "p", regex=True))),
+                       ["productid must be an integer"]),
+    "corrupt_image": (lambda raw: first_image(raw).write_bytes(b"\xff\xd8\xff\xe0 garbage"), ["image_", "bad image(s); set preprocess.skip_bad_images"]),
+    "blank_image": (lambda raw: Image.new("RGB", (500, 500), "white").save(first_image(raw)), ["image is blank"]),
+    "missing_image": (lambda raw: first_image(raw).unlink(), ["file not found"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKAGES))
+def test_preprocess_rejects_bad_input(workdir, case):
+    breakage, fragments = BREAKAGES[case]
+    breakage(workdir / "data/raw")
+    result = run_stage("preprocess", workdir)
+    assert_one_line_error(result, *fragments)
+    assert not (workdir / "data/processed").exists() and no_leftovers(workdir)
+
+
+def test_skip_bad_images_drops_the_rows_instead(workdir):
+    first_image(workdir / "data/raw").write_bytes(b"garbage")
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["preprocess"]["skip_bad_images"] = True
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_stage("preprocess", workdir)
+    assert result.returncode == 0, result.stderr
+    assert '"dropped": 1' in result.stdout
+    products = pd.read_csv(workdir / "data/processed/products.csv", index_col=0)
+    assert products["split"].iloc[0] == "dropped" and (products["split"] != "dropped").sum() == len(products) - 1
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"preprocess": {"image_size": 5}}, "preprocess.image_size"),
+        ({"train": {"epochs": "many"}}, "train.epochs"),
+        ({"fuse": {"method": "vote"}}, "fuse.method"),
+    ],
+)
+def test_bad_param_values_are_named(workdir, change, fragment):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    for section, values in change.items():
+        params[section].update(values)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert_one_line_error(run_stage("preprocess", workdir), fragment, "params.yaml")
+
+
+def test_invalid_yaml_is_one_line(workdir):
+    (workdir / "params.yaml").write_text("data: [unclosed\n")
+    assert_one_line_error(run_stage("download", workdir), "params.yaml is not valid YAML")
+
+
+def test_training_without_preprocessed_data_says_what_to_run(workdir):
+    assert_one_line_error(run_stage("train_lstm", workdir), "dvc repro preprocess")
+    assert not (workdir / "models").exists() and not (workdir / "metrics").exists()
+
+
+def test_evaluate_without_models_names_the_missing_artifacts(workdir, tiny_repo):
+    shutil.copytree(tiny_repo / "data/processed", workdir / "data/processed")
+    shutil.copytree(tiny_repo / "models/lstm", workdir / "models/lstm")
+    assert_one_line_error(run_stage("evaluate", workdir), "missing model artifact(s) vgg16/model.keras")
+    assert not (workdir / "metrics").exists()
+
+
+def test_offline_imagenet_weights_fail_fast_with_what_to_do(workdir, tiny_repo, tmp_path):
+    shutil.copytree(tiny_repo / "data/processed", workdir / "data/processed")
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["vgg16"]["weights"] = "imagenet"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    # An empty KERAS_HOME: no cached weights; the download is attempted and cannot succeed here.
+    result = run_stage("train_vgg16", workdir, {"KERAS_HOME": str(tmp_path / "keras-home"),
+                                                "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
+    assert_one_line_error(result, "train.vgg16.weights=imagenet", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "none")
+    assert not (workdir / "models").exists()
