@@ -52,3 +52,25 @@ format: venv-dev ## fix what ruff can fix
 
 clean: ## remove caches (not the DVC cache)
 	rm -rf .cache .pytest_cache .ruff_cache
+
+# --- Monitoring (docker-compose.monitoring.yml, monitoring/) ---------------------------------
+DOCKER_COMPOSE ?= docker compose
+MONITORING_COMPOSE := $(DOCKER_COMPOSE) -f docker-compose.monitoring.yml
+# Where `make monitoring-local` finds the app and node-exporter (e.g. a `make serve` on this machine).
+MONITORING_SERVING ?= 127.0.0.1:8000
+MONITORING_NODE_EXPORTER ?= 127.0.0.1:9100
+MONITORING_PROMETHEUS ?= 127.0.0.1:9090
+
+.PHONY: monitoring-up monitoring-down monitoring-local
+
+monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (needs .env)
+	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
+	$(MONITORING_COMPOSE) up -d --build
+	@echo "serving http://localhost:8000  Prometheus http://localhost:9090  Grafana http://localhost:3000"
+
+monitoring-down: ## stop the monitoring stack (keeps its volumes; add -v by hand to drop them)
+	$(MONITORING_COMPOSE) down
+
+monitoring-local: venv ## Debian's Prometheus with the project's config, scraping a local `make serve`
+	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
+		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
