@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-from . import paths
+from . import paths, tracking
 from .atomic import atomic_path
 from .labels import CLASSES
 from .params import Params
@@ -98,4 +98,5 @@ def evaluate(processed: Path, raw: Path, models: Path, metrics: Path, p: Params,
         test["predicted"] = codes[fused]
         test["confidence"] = [round(pr.confidence, 6) for pr in preds]
         test.to_csv(tmp / PREDICTIONS)
+    tracking.log_stage("evaluate", {"evaluate": p.evaluate.model_dump(), "fuse": p.fuse.model_dump()}, metrics, model=models)
     return result

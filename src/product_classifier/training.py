@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from . import paths
+from . import paths, tracking
 from .atomic import atomic_path, write_json
 from .fusion import fit_fusion
 from .labels import CLASSES, NUM_CLASSES
@@ -90,6 +90,7 @@ def train_lstm(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
         live.end()
         model.save(tmp_out / MODEL_FILE)
         shutil.copyfile(data.vocab_path, tmp_out / "vocab.json")
+    tracking.log_stage("train_lstm", {"train": p.train.model_dump(exclude={"vgg16"})}, metrics, [out / "vocab.json"])
     return summary
 
 
@@ -132,6 +133,7 @@ def train_vgg16(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
         live.end()
         compose(base, head).save(tmp_out / MODEL_FILE)
         write_json(tmp_out / "meta.json", {"image_size": int(data.images.shape[1]), "weights": p.train.vgg16.weights})
+    tracking.log_stage("train_vgg16", {"train": p.train.model_dump(exclude={"lstm"})}, metrics, [out / "meta.json"])
     return summary
 
 
@@ -154,4 +156,5 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
             "class_mix": [round(float(m), 6) for m in mix],
             "val_accuracy": val_accuracy,
         })
+    tracking.log_stage("fuse", {"fuse": p.fuse.model_dump()}, artifacts=[out])
     return {"method": fusion.method, "text_weight": fusion.text_weight, "val_accuracy": val_accuracy}

@@ -1,0 +1,272 @@
+"""MLflow tracking for the pipeline's stages: one run per stage, best effort.
+
+Everything MLflow-related lives here. A stage calls `log_stage(...)` once, after its outputs are
+written, so tracking reads the same files DVC tracks (dvclive's metrics and plots, models/) and
+can never change or lose them. Settings come from the environment (or `.env`, MLFLOW_* keys only):
+
+- `MLFLOW_TRACKING_URI`: default `sqlite:///mlflow.db` (in the repo root, ignored by git);
+  `none` (or `off`) turns tracking off.
+- `MLFLOW_EXPERIMENT_NAME`: default `ProductCodeClassifier`; also the registered model's name.
+- `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`: basic auth (DagsHub: user and token).
+
+A tracking outage never fails a stage: the first error stops all further MLflow calls of the
+stage and prints one warning that says what was not logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import yaml
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "ProductCodeClassifier"
+OFF = {"none", "off", "false", "0", "disabled"}
+DOTENV = Path(".env")
+# An unreachable server must cost seconds, not MLflow's default minutes of retries (7 x 120 s).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Which dvc.lock outputs identify the data a run saw.
+DATA_OUTS = {"download": "data/raw", "preprocess": "data/processed"}
+MODEL_ARTIFACT = "model"
+
+
+# --- settings ------------------------------------------------------------------------------
+
+def dotenv(path: Path = DOTENV) -> dict[str, str]:
+    """MLFLOW_* entries of a `.env` file (written by `make dagshub`); nothing else is read."""
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"\s*(?:export\s+)?(MLFLOW_[A-Z_]+)\s*=\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip().strip("'\"")
+    return out
+
+
+def setting(name: str, default: str, env: dict[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    value = env.get(name) or dotenv().get(name) or default
+    return value.strip()
+
+
+def tracking_uri(env: dict[str, str] | None = None) -> str | None:
+    """The tracking URI, or None when tracking is off."""
+    uri = setting("MLFLOW_TRACKING_URI", DEFAULT_URI, env)
+    return None if uri.lower() in OFF else uri
+
+
+def experiment_name(env: dict[str, str] | None = None) -> str:
+    return setting("MLFLOW_EXPERIMENT_NAME", DEFAULT_EXPERIMENT, env)
+
+
+def redact(uri: str) -> str:
+    """A URI fit for logs: no user:password@."""
+    return re.sub(r"//[^/@]+@", "//***@", uri)
+
+
+# --- what a run records (pure: files in, dicts out) ------------------------------------------
+
+def flatten(d: dict, prefix: str = "", sep: str = ".") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.update(flatten(value, name, sep))
+        else:
+            out[name] = value
+    return out
+
+
+def summary_metrics(metrics_dir: Path) -> dict[str, float]:
+    """dvclive's metrics.json, flattened (`fused/f1_weighted`, `latency_ms` included)."""
+    path = metrics_dir / "metrics.json"
+    if not path.is_file():
+        return {}
+    flat = flatten(json.loads(path.read_text()), sep="/")
+    return {k: float(v) for k, v in flat.items() if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def epoch_metrics(metrics_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """dvclive's per-step TSVs (`plots/metrics/train/accuracy.tsv` -> `train/accuracy`)."""
+    root = metrics_dir / "plots" / "metrics"
+    series = {}
+    for tsv in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        name = tsv.relative_to(root).with_suffix("").as_posix()
+        with open(tsv, newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        column = tsv.stem
+        series[name] = [(int(r["step"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
+    return series
+
+
+def data_hashes(lock: Path = Path("dvc.lock")) -> dict[str, str]:
+    """md5 of the data directories as recorded in dvc.lock (what DVC will push and pull)."""
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    tags = {}
+    for stage, path in DATA_OUTS.items():
+        for out in stages.get(stage, {}).get("outs", []):
+            if out.get("path") == path and out.get("md5"):
+                tags[f"dvc.{path}.md5"] = out["md5"]
+    return tags
+
+
+def git_tags() -> dict[str, str]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        # Code or params changed since the commit; the pipeline's own writes (dvc.lock, metrics/) don't count.
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!metrics"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if not commit:
+        return {}
+    return {"mlflow.source.git.commit": commit, "git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def run_tags(stage: str) -> dict[str, str]:
+    tags = {"dvc.stage": stage, "mlflow.source.name": f"stages/{stage}.py", **git_tags(), **data_hashes()}
+    if os.environ.get("DVC_EXP_NAME"):  # set by `dvc exp run`
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def answered(exc: Exception) -> bool:
+    """Whether an MLflow error came from a server that answered (as opposed to no connection)."""
+    from mlflow.exceptions import RestException
+
+    return isinstance(exc, RestException) or "failed with error code" in str(exc)
+
+
+# --- the tracker -------------------------------------------------------------------------------
+
+class Tracker:
+    """A thin MlflowClient wrapper that turns itself off at the first error, with one warning."""
+
+    def __init__(self, uri: str, experiment: str, out=None):
+        self.uri, self.experiment, self.out = uri, experiment, out or sys.stderr
+        self.failed = False
+        self.server_answered = False  # the failure was an answer (say a 404), not an outage
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            for key, value in dotenv().items():  # credentials from `make dagshub`
+                os.environ.setdefault(key, value)
+            if self.uri.startswith(("http://", "https://")):
+                for key, value in HTTP_DEFAULTS.items():
+                    os.environ.setdefault(key, value)
+            logging.getLogger("urllib3").setLevel(logging.ERROR)  # no retry noise; we warn once
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._client
+
+    def steps(self, stage: str, steps: list[tuple[str, Callable[[], object]]]) -> bool:
+        """Run (description, action) pairs in order; on the first error, warn once and skip the rest."""
+        for i, (_, action) in enumerate(steps):
+            if self.failed:
+                return False
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - any tracking error must leave the stage intact
+                self.failed = True
+                self.server_answered = answered(exc)
+                missed = ", ".join(w for w, _ in steps[i:])
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                print(f"warning: MLflow tracking at {redact(self.uri)} failed ({reason}); "
+                      f"not logged for stage {stage}: {missed}. The stage's outputs and DVC metrics are complete; "
+                      "set MLFLOW_TRACKING_URI=none to turn tracking off.", file=self.out, flush=True)
+                return False
+        return True
+
+    def experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        return exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+
+    def log_batch(self, run_id: str, params: dict, metrics: dict, series: dict) -> None:
+        from mlflow.entities import Metric, Param
+
+        ts = int(time.time() * 1000)
+        ms = [Metric(k, v, ts, 0) for k, v in metrics.items() if k not in series]
+        ms += [Metric(k, v, ts, step) for k, points in series.items() for step, v in points]
+        ps = [Param(k, str(v)[:500]) for k, v in params.items()]
+        for i in range(0, max(len(ms), len(ps), 1), 100):  # the REST API caps a batch's size
+            self.client.log_batch(run_id, metrics=ms[i : i + 100], params=ps[i : i + 100])
+
+    def register(self, run_id: str, artifact_uri: str, tags: dict) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(self.experiment, description="Fused LSTM + VGG16 product type classifier")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            self.experiment, source=f"{artifact_uri}/{MODEL_ARTIFACT}", run_id=run_id, tags=tags)
+        print(f"MLflow: registered model {self.experiment} version {version.version}", file=self.out)
+
+
+def log_stage(stage: str, params: dict, metrics: Path | None = None, artifacts: Iterable[Path] = (),
+              model: Path | None = None, out=None) -> bool:
+    """Log one stage's run: params, per-epoch and final metrics, metric files and plots, artifacts;
+    with `model` (a models/ folder), log it and register it as a new model version.
+    Returns whether everything was logged (False when tracking is off or failed)."""
+    uri = tracking_uri()
+    if uri is None:
+        return False
+    tracker = Tracker(uri, experiment_name(), out)
+    state: dict = {}
+    summary = summary_metrics(metrics) if metrics else {}
+    tags = run_tags(stage)
+
+    def start():
+        run = tracker.client.create_run(tracker.experiment_id(), run_name=stage, tags=tags)
+        state["id"], state["artifacts"] = run.info.run_id, run.info.artifact_uri
+
+    def log_files():
+        if metrics and metrics.is_dir():
+            tracker.client.log_artifacts(state["id"], str(metrics), "metrics")
+        for path in artifacts:
+            log = tracker.client.log_artifacts if path.is_dir() else tracker.client.log_artifact
+            log(state["id"], str(path), "artifacts")
+
+    steps = [
+        ("the run", start),
+        ("params and metrics", lambda: tracker.log_batch(state["id"], flatten(params),
+                                                         summary, epoch_metrics(metrics) if metrics else {})),
+        ("metric files, plots and artifacts", log_files),
+    ]
+    if model is not None:
+        version_tags = {k: v for k, v in tags.items() if k.startswith(("git.", "dvc."))}
+        version_tags.update({k.replace("/", "."): str(v) for k, v in summary.items() if k.startswith("fused/f1")})
+        steps += [
+            ("the models/ folder", lambda: tracker.client.log_artifacts(state["id"], str(model), MODEL_ARTIFACT)),
+            ("the model registration", lambda: tracker.register(state["id"], state["artifacts"], version_tags)),
+        ]
+    steps.append(("the run's end", lambda: tracker.client.set_terminated(state["id"])))
+    ok = tracker.steps(stage, steps)
+    if not ok and "id" in state and tracker.server_answered:
+        # The server answers (say, a 404 on a newer API): close the run rather than leave it "running" (one try, silent).
+        with contextlib.suppress(Exception):
+            tracker.client.set_terminated(state["id"], status="FAILED")
+    return ok

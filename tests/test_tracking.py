@@ -1,0 +1,235 @@
+"""MLflow tracking: real `mlflow server`, real pipeline runs, real outages (closed port, a server that 404s)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BIN, env, make_repo, sh
+
+from product_classifier import tracking
+
+TRACKED_STAGES = ["evaluate", "fuse", "train_lstm", "train_vgg16"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_dvclive(folder: Path) -> Path:
+    """The files dvclive leaves for a 3-epoch training."""
+    (folder / "plots/metrics/train").mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"train": {"accuracy": 0.7}, "step": 2, "best": {"best_epoch": 3, "val_loss": 1.25}}))
+    (folder / "plots/metrics/train/accuracy.tsv").write_text("step\taccuracy\n0\t0.1\n1\t0.5\n2\t0.7\n")
+    return folder
+
+
+# --- pure parts -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, expected", [
+    (None, tracking.DEFAULT_URI), ("none", None), ("OFF", None), ("false", None),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_tracking_uri(value, expected, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env around
+    assert tracking.tracking_uri({} if value is None else {"MLFLOW_TRACKING_URI": value}) == expected
+
+
+def test_dotenv_gives_mlflow_settings_only(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SECRET_KEY=x\nexport MLFLOW_TRACKING_URI='https://dagshub.com/o/r.mlflow'\n"
+                                   "MLFLOW_EXPERIMENT_NAME=Other\n")
+    assert tracking.dotenv() == {"MLFLOW_TRACKING_URI": "https://dagshub.com/o/r.mlflow", "MLFLOW_EXPERIMENT_NAME": "Other"}
+    assert tracking.tracking_uri({}) == "https://dagshub.com/o/r.mlflow"
+    assert tracking.tracking_uri({"MLFLOW_TRACKING_URI": "none"}) is None  # the environment wins
+    assert tracking.experiment_name({}) == "Other"
+
+
+def test_redact_hides_credentials():
+    assert tracking.redact("https://user:tok3n@dagshub.com/o/r.mlflow") == "https://***@dagshub.com/o/r.mlflow"
+
+
+def test_metrics_from_dvclive_files(tmp_path):
+    folder = write_dvclive(tmp_path / "m")
+    assert tracking.summary_metrics(folder) == {"train/accuracy": 0.7, "best/best_epoch": 3.0, "best/val_loss": 1.25}
+    assert tracking.epoch_metrics(folder) == {"train/accuracy": [(0, 0.1), (1, 0.5), (2, 0.7)]}
+
+
+def test_data_hashes_from_dvc_lock(tmp_path):
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "download": {"outs": [{"path": "data/raw", "md5": "abc.dir"}]},
+        "preprocess": {"outs": [{"path": "data/processed", "md5": "def.dir"}]},
+    }}))
+    assert tracking.data_hashes(lock) == {"dvc.data/raw.md5": "abc.dir", "dvc.data/processed.md5": "def.dir"}
+
+
+# --- local store and outages, in process ----------------------------------------------------------
+
+def test_default_store_is_sqlite_in_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    folder = write_dvclive(tmp_path / "metrics")
+    assert tracking.log_stage("train_lstm", {"train": {"epochs": 3}}, folder)
+    assert (tmp_path / "mlflow.db").is_file()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient("sqlite:///mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("ProductCodeClassifier").experiment_id])
+    assert run.data.params == {"train.epochs": "3"}
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train/accuracy")] == [0.1, 0.5, 0.7]
+
+
+def test_tracking_off_writes_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "none")
+    assert not tracking.log_stage("evaluate", {"evaluate": {}}, write_dvclive(tmp_path / "m"), model=tmp_path)
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    assert capsys.readouterr().err == ""
+
+
+class NotFound(http.server.BaseHTTPRequestHandler):
+    """A tracking server older than the client: every endpoint answers 404."""
+
+    hits = 0
+
+    def _404(self):
+        type(self).hits += 1
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>404 page not found</html>")
+
+    do_GET = do_POST = do_PATCH = do_PUT = _404
+
+    def log_message(self, *args):
+        pass
+
+
+def test_server_lacking_the_api_costs_one_request_and_one_warning(monkeypatch, tmp_path, capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{server.server_port}")
+    start = time.perf_counter()
+    try:
+        assert not tracking.log_stage("train_lstm", {"train": {"epochs": 3}}, write_dvclive(tmp_path / "m"))
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert time.perf_counter() - start < 15
+    assert err.count("warning:") == 1, err
+    assert "not logged for stage train_lstm: the run, params and metrics" in err
+    assert "s3cret" not in err
+    assert NotFound.hits <= 2  # stopped at the first failure
+
+
+# --- the real pipeline against a real server -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts")],
+        cwd=home, env=env(), stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    import requests
+
+    while True:
+        try:
+            if requests.get(f"{uri}/health", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def tracked_repo(tmp_path_factory, mlflow_server):
+    """A tiny pipeline run with MLFLOW_TRACKING_URI pointing at the server: (repo, seconds it took)."""
+    repo = make_repo(tmp_path_factory.mktemp("tracked") / "repo")
+    start = time.perf_counter()
+    sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": mlflow_server})
+    return repo, time.perf_counter() - start
+
+
+@pytest.mark.e2e
+def test_repro_logs_runs_and_registers_the_model(tracked_repo, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    repo, _ = tracked_repo
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("ProductCodeClassifier")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(runs) == TRACKED_STAGES
+    commit = sh("git rev-parse HEAD", repo).stdout.strip()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    processed_md5 = next(o["md5"] for o in lock["preprocess"]["outs"] if o["path"] == "data/processed")
+    for name, run in runs.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.tags["mlflow.source.git.commit"] == commit
+        assert run.data.tags["dvc.data/processed.md5"] == processed_md5
+
+    lstm = runs["train_lstm"]
+    assert lstm.data.params["train.epochs"] == "3" and "train.lstm.units" in lstm.data.params
+    history = client.get_metric_history(lstm.info.run_id, "val/accuracy")
+    assert [m.step for m in history] == list(range(int(lstm.data.metrics["best/epochs_run"])))
+    assert "artifacts/vocab.json" in [a.path for a in client.list_artifacts(lstm.info.run_id, "artifacts")]
+
+    ev = runs["evaluate"]
+    metrics = json.loads((repo / "metrics/evaluate/metrics.json").read_text())
+    assert ev.data.metrics["fused/f1_weighted"] == pytest.approx(metrics["fused"]["f1_weighted"])
+    plots = [a.path for a in client.list_artifacts(ev.info.run_id, "metrics/plots/sklearn")]
+    assert "metrics/plots/sklearn/confusion_matrix.json" in plots
+    assert {a.path for a in client.list_artifacts(ev.info.run_id, "model")} >= {"model/lstm", "model/vgg16", "model/fusion"}
+
+    [version] = client.search_model_versions("name='ProductCodeClassifier'")
+    assert version.run_id == ev.info.run_id and version.tags["git.commit"] == commit
+    fusion = client.download_artifacts(ev.info.run_id, "model/fusion/fusion.json", str(repo.parent))
+    assert Path(fusion).read_bytes() == (repo / "models/fusion/fusion.json").read_bytes()
+
+
+@pytest.mark.e2e
+def test_repro_survives_a_tracking_outage(tracked_repo):
+    """Closed port: the pipeline finishes, about as fast, with one warning per tracked stage."""
+    repo, usual = tracked_repo
+    start = time.perf_counter()
+    result = sh("dvc repro -f", repo, extra_env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    took = time.perf_counter() - start
+    out = result.stdout + result.stderr
+    warnings = [line for line in out.splitlines() if line.startswith("warning: MLflow")]
+    assert len(warnings) == len(TRACKED_STAGES), out[-3000:]
+    assert all("not logged for stage" in w and "the run, params and metrics" in w for w in warnings)
+    assert took < usual + 60, (took, usual)
+    assert sh("dvc status -q", repo, check=False).returncode == 0
+
+
+def test_stage_scripts_do_not_need_mlflow_when_off(tmp_path):
+    """With tracking off, tracking never imports mlflow (fast stages, serving images without it)."""
+    code = ("import os, sys; os.environ['MLFLOW_TRACKING_URI'] = 'none'; from product_classifier import tracking; "
+            "tracking.log_stage('fuse', {}, artifacts=[]); sys.exit('mlflow' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
