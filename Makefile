@@ -74,3 +74,37 @@ monitoring-down: ## stop the monitoring stack (keeps its volumes; add -v by hand
 monitoring-local: venv ## Debian's Prometheus with the project's config, scraping a local `make serve`
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
 		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
+
+# --- Tracking & remote (DagsHub, DVC remote `origin`, CI steps; .github/workflows/ci.yml) ------
+# The CI workflow runs these targets, so each step runs the same way here. They assume `make venv-dev`.
+BASE ?= main
+REPORT_DIR ?= report
+IMAGE ?= product-classifier-serving
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+DOCKER ?= docker
+# S3-compatible stores (DagsHub, MinIO, moto) reject recent botocore's default request checksums.
+export AWS_REQUEST_CHECKSUM_CALCULATION ?= WHEN_REQUIRED
+export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
+
+.PHONY: dagshub ci-pull ci-report push pull image
+
+dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
+	python scripts/dagshub_setup.py
+
+ci-pull: ## pull what the remote has of the pipeline's outputs (none, or no remote: the pipeline runs from scratch)
+	@if [ -n "$$(dvc remote list)" ]; then \
+		dvc pull --allow-missing || echo "::notice::dvc pull failed; stages will run from scratch"; \
+	else echo "no DVC remote configured: nothing to pull"; fi
+
+ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
+	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"
+
+push: ## dvc push every pipeline output to the remote `origin`
+	dvc push
+
+pull: ## dvc pull every pipeline output from the remote `origin`
+	dvc pull
+
+image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it)
+	$(DOCKER) build -f Dockerfile.serve -t $(IMAGE):$(TAG) .
+	@if [ "$(PUSH)" = "1" ]; then $(DOCKER) push $(IMAGE):$(TAG); fi

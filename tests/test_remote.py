@@ -1,0 +1,149 @@
+"""DVC remote: `make dagshub` writes the right config offline; push/pull round trip against moto's S3 server."""
+
+from __future__ import annotations
+
+import configparser
+import hashlib
+import logging
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT, make_repo, sh
+from product_classifier import tracking
+
+TOKEN = "dhtok-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dvc_config(path: Path) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    # DVC writes section names as ['remote "origin"'].
+    return {section.strip("'"): dict(parser[section]) for section in parser.sections()}
+
+
+def add_make(repo: Path) -> None:
+    """The project's Makefile and scripts, so the targets CI calls run here as they do in CI."""
+    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    shutil.copytree(PROJECT / "scripts", repo / "scripts", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+
+@pytest.fixture
+def bare_repo(tmp_path) -> Path:
+    repo = tmp_path / "rakuten-classifier"
+    repo.mkdir()
+    sh("git init -q -b main && dvc init -q && git remote add origin https://github.com/acme/rakuten-classifier.git",
+       repo)
+    add_make(repo)
+    (repo / ".env").write_text("SECRET_KEY=keep-me\nMLFLOW_TRACKING_URI=http://old:5000\n")
+    return repo
+
+
+def test_make_dagshub_configures_dvc_and_mlflow_offline(bare_repo, monkeypatch):
+    result = sh("make dagshub", bare_repo, extra_env={
+        "DAGSHUB_USERNAME": "alice", "DAGSHUB_TOKEN": TOKEN, "DAGSHUB_REPO_OWNER": "acme",
+        "DAGSHUB_REPO_NAME": "", "DAGSHUB_CLIENT_HOST": ""})
+    assert TOKEN not in result.stdout + result.stderr
+
+    shared = dvc_config(bare_repo / ".dvc/config")
+    assert shared['remote "origin"'] == {"url": "s3://dvc", "endpointurl": "https://dagshub.com/acme/rakuten-classifier.s3"}
+    assert shared["core"]["remote"] == "origin"
+    assert TOKEN not in (bare_repo / ".dvc/config").read_text()
+    local = dvc_config(bare_repo / ".dvc/config.local")
+    assert local['remote "origin"'] == {"access_key_id": TOKEN, "secret_access_key": TOKEN}
+    assert ".dvc/config.local" not in sh("git add -A --dry-run", bare_repo).stdout  # never committed
+
+    env_file = (bare_repo / ".env").read_text()
+    assert "SECRET_KEY=keep-me" in env_file
+    assert "MLFLOW_TRACKING_URI=https://dagshub.com/acme/rakuten-classifier.mlflow" in env_file
+    assert "MLFLOW_TRACKING_USERNAME=alice" in env_file and f"MLFLOW_TRACKING_PASSWORD={TOKEN}" in env_file
+    assert "http://old:5000" not in env_file
+    assert (bare_repo / ".env").stat().st_mode & 0o077 == 0
+
+    # The pipeline's tracker picks the DagsHub server up from .env; the URI holds no credentials.
+    monkeypatch.chdir(bare_repo)
+    assert tracking.tracking_uri({}) == "https://dagshub.com/acme/rakuten-classifier.mlflow"
+
+
+def test_make_dagshub_without_token_writes_no_credentials(bare_repo):
+    sh("make dagshub", bare_repo, extra_env={"DAGSHUB_USERNAME": "", "DAGSHUB_TOKEN": "", "DAGSHUB_USER_TOKEN": "",
+                                             "DAGSHUB_REPO_OWNER": "acme", "DAGSHUB_REPO_NAME": "other"})
+    assert dvc_config(bare_repo / ".dvc/config")['remote "origin"']["endpointurl"] == "https://dagshub.com/acme/other.s3"
+    assert not (bare_repo / ".dvc/config.local").exists()
+    assert "MLFLOW_TRACKING_PASSWORD" not in (bare_repo / ".env").read_text()
+
+
+def test_make_dagshub_needs_a_user_or_owner(bare_repo):
+    result = sh("make dagshub", bare_repo, check=False, extra_env={"DAGSHUB_USERNAME": "", "DAGSHUB_REPO_OWNER": ""})
+    assert result.returncode != 0 and "DAGSHUB_USERNAME" in result.stderr
+
+
+# --- push and pull against a real S3 API -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket="dvc")
+    yield endpoint
+    server.stop()
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".gitignore"}
+
+
+@pytest.mark.e2e
+def test_push_wipe_pull_round_trip(tmp_path_factory, s3_endpoint):
+    repo = make_repo(tmp_path_factory.mktemp("remote") / "repo")
+    add_make(repo)
+    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
+    sh("dvc repro -q", repo, extra_env=no_tracking)
+    sh(f"dvc remote add -d origin s3://dvc && dvc remote modify origin endpointurl {s3_endpoint} && "
+       "dvc remote modify --local origin access_key_id test && dvc remote modify --local origin secret_access_key test",
+       repo)
+    before = {name: digests(repo / name) for name in ("models", "data/processed")}
+    assert before["models"]
+
+    pushed = sh("make push", repo)
+    assert "pushed" in pushed.stdout + pushed.stderr
+
+    shutil.rmtree(repo / ".dvc/cache")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    outs = [o["path"] for stage in lock.values() for o in stage.get("outs", []) if not o["path"].startswith("metrics")]
+    assert {"data/raw", "data/processed", "models/lstm", "models/vgg16", "models/fusion"} <= set(outs)
+    for out in outs:
+        shutil.rmtree(repo / out)
+    assert "deleted" in sh("dvc status", repo).stdout
+
+    sh("make pull", repo)
+    assert {name: digests(repo / name) for name in before} == before
+    status = sh("dvc status", repo).stdout
+    assert "up to date" in status, status
+    # Nothing to rerun: the pulled outputs are exactly what dvc.lock describes.
+    assert "didn't change" in sh("dvc repro --dry", repo, extra_env=no_tracking).stdout
+
+
+def test_ci_pull_without_remote_is_a_no_op(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    add_make(repo)
+    result = sh("make ci-pull", repo)
+    assert "no DVC remote" in result.stdout
