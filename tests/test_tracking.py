@@ -49,7 +49,7 @@ def test_tracking_uri(value, expected, monkeypatch, tmp_path):
 def test_dotenv_gives_mlflow_settings_only(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("SECRET_KEY=x\nexport MLFLOW_TRACKING_URI='https://dagshub.com/o/r.mlflow'\n"
-                                   "MLFLOW_EXPERIMENT_NAME=Other\n")
+                                   "MLFLOW_EXPERIMENT_NAME=Other  # a comment\n# MLFLOW_TRACKING_USERNAME=commented-out\n")
     assert tracking.dotenv() == {"MLFLOW_TRACKING_URI": "https://dagshub.com/o/r.mlflow", "MLFLOW_EXPERIMENT_NAME": "Other"}
     assert tracking.tracking_uri({}) == "https://dagshub.com/o/r.mlflow"
     assert tracking.tracking_uri({"MLFLOW_TRACKING_URI": "none"}) is None  # the environment wins

@@ -54,7 +54,9 @@ def dotenv(path: Path = DOTENV) -> dict[str, str]:
     for line in path.read_text().splitlines():
         m = re.match(r"\s*(?:export\s+)?(MLFLOW_[A-Z_]+)\s*=\s*(.*)$", line)
         if m:
-            out[m.group(1)] = m.group(2).strip().strip("'\"")
+            value = m.group(2).strip()
+            value = value[1:-1] if value[:1] in "'\"" and value[-1:] == value[:1] else re.split(r"\s+#", value)[0]
+            out[m.group(1)] = value
     return out
 
 
