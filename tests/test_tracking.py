@@ -101,6 +101,14 @@ def test_tracking_off_writes_nothing(monkeypatch, tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_unreadable_inputs_never_fail_the_stage(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    (tmp_path / "dvc.lock").write_text("stages: [unbalanced")
+    assert not tracking.log_stage("fuse", {"fuse": {}}, artifacts=[])
+    assert capsys.readouterr().err.count("warning: MLflow tracking skipped for stage fuse") == 1
+
+
 class NotFound(http.server.BaseHTTPRequestHandler):
     """A tracking server older than the client: every endpoint answers 404."""
 

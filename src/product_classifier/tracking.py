@@ -232,11 +232,20 @@ def log_stage(stage: str, params: dict, metrics: Path | None = None, artifacts: 
               model: Path | None = None, out=None) -> bool:
     """Log one stage's run: params, per-epoch and final metrics, metric files and plots, artifacts;
     with `model` (a models/ folder), log it and register it as a new model version.
-    Returns whether everything was logged (False when tracking is off or failed)."""
+    Returns whether everything was logged (False when tracking is off or failed). Never raises."""
     uri = tracking_uri()
     if uri is None:
         return False
-    tracker = Tracker(uri, experiment_name(), out)
+    try:
+        return _log_stage(Tracker(uri, experiment_name(), out), stage, params, metrics, artifacts, model)
+    except Exception as exc:  # noqa: BLE001 - say, an unreadable metrics file: still never fail the stage
+        print(f"warning: MLflow tracking skipped for stage {stage} ({type(exc).__name__}: {exc}); nothing logged.",
+              file=out or sys.stderr, flush=True)
+        return False
+
+
+def _log_stage(tracker: Tracker, stage: str, params: dict, metrics: Path | None, artifacts: Iterable[Path],
+               model: Path | None) -> bool:
     state: dict = {}
     summary = summary_metrics(metrics) if metrics else {}
     tags = run_tags(stage)

@@ -13,11 +13,11 @@ import numpy as np
 
 from . import paths, tracking
 from .atomic import atomic_path, write_json
+from .backend import seed_everything
 from .fusion import fit_fusion
 from .labels import CLASSES, NUM_CLASSES
-from .backend import seed_everything
-from .params import Params
 from .models import build_image_head, build_lstm, build_vgg16_base, compose
+from .params import Params
 from .preprocess import Processed
 from .text import Vocabulary
 
@@ -114,9 +114,8 @@ def cached_features(base: keras.Model, data: Processed, rows: np.ndarray, p: Par
     if cache.exists():
         return np.load(cache)
     feats = base_features(base, data.images, rows)
-    with atomic_path(cache) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, feats)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, feats)
     return feats
 
 
