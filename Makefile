@@ -53,6 +53,15 @@ format: venv-dev ## fix what ruff can fix
 clean: ## remove caches (not the DVC cache)
 	rm -rf .cache .pytest_cache .ruff_cache
 
+# --- Benchmarks (benchmarks/, figures in docs/performance.md) --------------------------------
+.PHONY: bench bench-full
+
+bench: venv-dev ## run every benchmarks/bench_*.py in turn (prints figures; about 10 minutes on 2 cores)
+	@set -e; for script in benchmarks/bench_*.py; do echo; echo "### $$script"; python $$script; done
+
+bench-full: venv-dev ## download + preprocess at the real size (84,916 products, 224 px) in a temp repo (about an hour)
+	python benchmarks/full_scale.py
+
 # --- Monitoring (docker-compose.monitoring.yml, monitoring/) ---------------------------------
 DOCKER_COMPOSE ?= docker compose
 MONITORING_COMPOSE := $(DOCKER_COMPOSE) -f docker-compose.monitoring.yml

@@ -11,6 +11,7 @@ Not a `bench_*` script, so `make bench` skips it; `make bench-full` runs it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -52,10 +53,8 @@ class TreeMemory(threading.Thread):
                 return
             total = 0
             for proc in procs:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     total += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
             self.peak_mb = max(self.peak_mb, total / 1024**2)
             self.done.wait(self.interval)
 

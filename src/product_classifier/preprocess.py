@@ -48,7 +48,8 @@ def decode_images(image_paths: list[str], array_path: Path, size: int, workers: 
     del arr
     workers = workers or os.cpu_count() or 1
     chunk = max(1, min(512, math.ceil(n / (workers * 4))))
-    tasks = [(str(array_path), size, list(enumerate(image_paths))[i : i + chunk], n) for i in range(0, n, chunk)]
+    jobs = list(enumerate(image_paths))
+    tasks = [(str(array_path), size, jobs[i : i + chunk], n) for i in range(0, n, chunk)]
     bad: list[tuple[int, str]] = []
     with ProcessPoolExecutor(workers) as pool, tqdm(total=n, unit="img", desc="images", disable=None, file=sys.stderr) as bar:
         for task, result in zip(tasks, pool.map(_decode_chunk, tasks), strict=True):
