@@ -32,6 +32,8 @@ def stage(fn: Callable[[Params], dict | None]) -> Callable[[], None]:
             print("error: interrupted; nothing was written", file=sys.stderr)
             sys.exit(130)
         took = time.perf_counter() - start
-        print(f"{name}: done in {took:.1f}s" + (f" {json.dumps(summary)}" if summary else ""))
+        # Say which Keras backend did the work, for the stages that used Keras.
+        backend = f" [keras backend {sys.modules['keras'].backend.backend()}]" if "keras" in sys.modules else ""
+        print(f"{name}: done in {took:.1f}s{backend}" + (f" {json.dumps(summary)}" if summary else ""))
 
     return run

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import paths, tracking
 from .atomic import atomic_path, write_json
-from .backend import seed_everything
+from .backend import data_parallel, seed_everything
 from .fusion import fit_fusion
 from .labels import CLASSES, NUM_CLASSES
 from .models import build_image_head, build_lstm, build_vgg16_base, compose
@@ -77,6 +77,7 @@ def _live(folder: Path, p: Params, section: dict):
     return live
 
 
+@data_parallel()  # every visible accelerator; with one, a plain run
 def train_lstm(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
     seed_everything(p.train.seed)
     data = Processed(processed)
@@ -119,6 +120,7 @@ def cached_features(base: keras.Model, data: Processed, rows: np.ndarray, p: Par
     return feats
 
 
+@data_parallel()  # every visible accelerator; with one, a plain run
 def train_vgg16(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
     seed_everything(p.train.seed)
     data = Processed(processed)
