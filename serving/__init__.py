@@ -1,0 +1,1 @@
+"""FastAPI serving of the fused product classifier (`serving.app:app`): a thin HTTP face over `product_classifier`."""

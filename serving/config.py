@@ -1,0 +1,105 @@
+"""Every serving setting, typed, from the environment and `.env` (`.env.example` documents each one)."""
+
+from __future__ import annotations
+
+import secrets
+import warnings
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_CHARS = 32
+WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "password", "secret_key", "your-secret-key", "dev"})
+
+
+class ConfigError(ValueError):
+    """The serving configuration is unusable: the app refuses to start."""
+
+
+def weak_secret(value: str) -> str | None:
+    """Why `value` is too weak to sign tokens with, or None if it is fine."""
+    if len(value) < MIN_SECRET_CHARS:
+        return f"shorter than {MIN_SECRET_CHARS} characters"
+    if value.lower() in WEAK_SECRETS or len(set(value)) < 8:
+        return "too easy to guess"
+    return None
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment and `.env`; any problem is one ConfigError naming the variables."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper()
+            message = str(error.get("ctx", {}).get("error") or error["msg"])
+            problems.append(f"{name}: {message}" if name else message)
+        raise ConfigError("; ".join(problems)) from None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    environment: Literal["development", "production"] = "production"
+    # Tokens
+    secret_key: SecretStr | None = None
+    algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_expire_minutes: int = Field(30, gt=0)
+    # Users
+    users_file: Path | None = None
+    test_user: str | None = None
+    test_user_password: SecretStr | None = None
+    test_user_fullname: str = "Test User"
+    # Rate limits (slowapi / `limits` syntax) and their storage
+    rate_limit_predict: str = "10/minute"
+    rate_limit_token: str = "20/minute"
+    rate_limit_storage_uri: str = "memory://"
+    # Input limits
+    max_upload_bytes: int = Field(5_000_000, gt=0)
+    max_batch_items: int = Field(32, gt=0)
+    max_designation_chars: int = Field(1_000, gt=0)
+    max_description_chars: int = Field(20_000, gt=0)
+    # Model
+    models_dir: Path = Path("models")
+    dvc_lock_path: Path | None = None
+    top_k: int = Field(5, ge=1, le=27)
+    drift_window: int = Field(500, gt=0)
+    # Micro-batching of concurrent predictions (BATCH_MAX_SIZE=1 turns it off)
+    batch_max_size: int = Field(32, ge=1, le=1024)
+    batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
+    batch_queue_size: int = Field(256, ge=1)
+    # Server (`python -m serving`, `make serve`, the image)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Logs
+    serving_logger_path: Path = Path("logs/serving.log")
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _strong_secret_outside_development(self) -> Settings:
+        if self.environment != "development":
+            if self.secret_key is None:
+                raise ConfigError("SECRET_KEY is required outside development (ENVIRONMENT=development to skip); "
+                                  'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"')
+            if reason := weak_secret(self.secret_key.get_secret_value()):
+                raise ConfigError(f"SECRET_KEY is {reason}; use a random key of at least {MIN_SECRET_CHARS} characters")
+        return self
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The key tokens are signed with; in development without SECRET_KEY, a random one per process."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        warnings.warn("no SECRET_KEY: using a random key, tokens will not survive a restart", stacklevel=2)
+        return secrets.token_urlsafe(48)
+
+    def upload_limit(self, path: str) -> int:
+        """Largest request body accepted on `path`: one image plus form fields, or a batch of base64 images."""
+        per_item = self.max_upload_bytes + self.max_designation_chars * 4 + self.max_description_chars * 4 + 4096
+        if path.rstrip("/").endswith("/predict/batch"):
+            return self.max_batch_items * (per_item + self.max_upload_bytes // 3 + 4)
+        return per_item

@@ -1,0 +1,62 @@
+"""The real app over the model the tiny pipeline trained (tests/conftest.py `tiny_repo`)."""
+
+from __future__ import annotations
+
+import io
+import secrets
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from serving.app import create_app
+from serving.config import load_settings
+
+USER, PASSWORD = "alice", secrets.token_urlsafe(12)
+
+
+def settings_for(models: Path, tmp: Path, **overrides):
+    base = {"models_dir": models, "secret_key": secrets.token_urlsafe(48), "test_user": USER,
+            "test_user_password": PASSWORD, "serving_logger_path": tmp / "logs" / "serving.log",
+            "rate_limit_predict": "10000/minute", "rate_limit_token": "10000/minute", "users_file": tmp / "users.json"}
+    return load_settings(**{**base, **overrides})
+
+
+def jpeg(size=(500, 500), mode="RGB", fmt="JPEG", blank=False, **save) -> bytes:
+    """An encoded image: white with a red block in the middle (or all white), in any mode and format."""
+    img = Image.new("RGB", size, "white")
+    if not blank:
+        w, h = size
+        img.paste((200, 30, 30), (w // 4, h // 4, 3 * w // 4, 3 * h // 4))
+    out = io.BytesIO()
+    (img.convert("L").convert(mode) if mode.startswith("I") else img.convert(mode)).save(out, fmt, **save)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def train_images(tiny_repo) -> list[Path]:
+    return sorted((tiny_repo / "data" / "raw" / "images" / "image_train").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def serving_settings(tiny_models, tmp_path_factory):
+    return settings_for(tiny_models, tmp_path_factory.mktemp("serving"))
+
+
+@pytest.fixture(scope="session")
+def client(serving_settings):
+    """One app for the session (loading the model takes seconds); tests must not depend on each other's state."""
+    with TestClient(create_app(serving_settings)) as c:
+        yield c
+
+
+def token_for(client, user=USER, password=PASSWORD) -> str:
+    response = client.post("/token", data={"username": user, "password": password})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="session")
+def auth(client) -> dict:
+    return {"Authorization": f"Bearer {token_for(client)}"}

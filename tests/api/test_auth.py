@@ -1,0 +1,144 @@
+"""Tokens, users, settings and rate limits, against the real app."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.app import create_app
+from serving.config import ConfigError, load_settings
+from serving.security import create_access_token, read_users_file
+
+from .conftest import PASSWORD, USER, settings_for, token_for
+
+
+def b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def predict(client, token: str):
+    return client.post("/predict", data={"designation": "Chaise de jardin"}, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_token_for_good_credentials_has_user_as_subject(client, serving_settings):
+    body = client.post("/token", data={"username": USER, "password": PASSWORD}).json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == serving_settings.access_token_expire_minutes * 60
+    claims = json.loads(base64.urlsafe_b64decode(body["access_token"].split(".")[1] + "=="))
+    assert claims["sub"] == USER and claims["exp"] > claims["iat"]
+    assert predict(client, body["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize("user,password", [(USER, "wrong-password"), ("mallory", PASSWORD), ("", "")])
+def test_bad_credentials_get_401_json(client, user, password):
+    response = client.post("/token", data={"username": user, "password": password})
+    assert response.status_code in (401, 422)
+    assert response.json()["detail"] and response.json()["request_id"]
+
+
+def test_missing_token_is_401_with_bearer_challenge(client):
+    response = client.post("/predict", data={"designation": "Chaise"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_expired_token_is_rejected(client, serving_settings):
+    expired = create_access_token(USER, serving_settings, expires=timedelta(seconds=-5))
+    response = predict(client, expired)
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+def test_tampered_token_is_rejected(client):
+    header, _, signature = token_for(client).split(".")
+    forged = b64({"sub": "admin", "exp": 4_102_444_800})
+    assert predict(client, f"{header}.{forged}.{signature}").status_code == 401
+
+
+def test_token_signed_with_another_key_is_rejected(client, serving_settings):
+    other = load_settings(secret_key=secrets.token_urlsafe(48), models_dir=serving_settings.models_dir)
+    assert predict(client, create_access_token(USER, other)).status_code == 401
+
+
+def test_unsigned_alg_none_token_is_rejected(client):
+    unsigned = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': USER, 'exp': 4_102_444_800})}."
+    assert predict(client, unsigned).status_code == 401
+
+
+def test_token_of_unknown_user_is_rejected(client, serving_settings):
+    assert predict(client, create_access_token("ghost", serving_settings)).status_code == 401
+
+
+@pytest.mark.parametrize("secret", [None, "short", "a" * 40, "changeme"])
+def test_weak_or_missing_secret_refused_outside_development(secret):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings(environment="production", secret_key=secret)
+
+
+def test_development_without_secret_starts_with_a_random_key():
+    settings = load_settings(environment="development", secret_key=None)
+    with pytest.warns(UserWarning, match="random key"):
+        assert len(settings.signing_key) >= 32
+
+
+def test_bad_variable_is_one_line_naming_it():
+    with pytest.raises(ConfigError, match="ACCESS_TOKEN_EXPIRE_MINUTES") as info:
+        load_settings(environment="development", access_token_expire_minutes=0)
+    assert "\n" not in str(info.value)
+
+
+def test_python_m_serving_refuses_weak_secret_in_one_line(tmp_path, tiny_models):
+    from conftest import env
+
+    result = subprocess.run([sys.executable, "-m", "serving", "--check"], cwd=tmp_path, capture_output=True, text=True,
+                            env={**env(), "SECRET_KEY": "changeme", "MODELS_DIR": str(tiny_models)})
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: SECRET_KEY is") and result.stderr.count("\n") == 1
+
+
+def test_users_cli_adds_user_who_can_log_in(tmp_path, tiny_models):
+    users = tmp_path / "users.json"
+    for name, password in (("bob", "bob-password-1"), ("carol", "carol-password")):
+        cli = subprocess.run([sys.executable, "-m", "serving.users", "--file", users, "add", name, "--password-stdin",
+                              "--full-name", name.title()], input=password + "\n", capture_output=True, text=True)
+        assert cli.returncode == 0, cli.stderr
+    stored = read_users_file(users)
+    assert set(stored) == {"bob", "carol"} and stored["bob"].hashed_password.startswith("$2b$")
+    assert "bob-password-1" not in users.read_text()
+    assert users.stat().st_mode & 0o077 == 0
+    short = subprocess.run([sys.executable, "-m", "serving.users", "--file", users, "add", "dave", "--password-stdin"],
+                           input="short\n", capture_output=True, text=True)
+    assert short.returncode == 1 and "at least" in short.stderr
+
+    with TestClient(create_app(settings_for(tiny_models, tmp_path, users_file=users))) as client:
+        assert predict(client, token_for(client, "bob", "bob-password-1")).status_code == 200
+        assert client.post("/token", data={"username": "bob", "password": "carol-password"}).status_code == 401
+
+
+def test_rate_limit_per_user_on_predict_routes_then_429(tmp_path, tiny_models):
+    settings = settings_for(tiny_models, tmp_path, rate_limit_predict="3/minute")
+    with TestClient(create_app(settings)) as client:
+        token = token_for(client)
+        statuses = [predict(client, token).status_code for _ in range(3)]
+        batch = client.post("/predict/batch", json={"items": [{"designation": "Chaise"}]},
+                            headers={"Authorization": f"Bearer {token}"})
+        assert statuses == [200, 200, 200]
+        assert batch.status_code == 429  # the batch route shares the user's budget
+        limited = predict(client, token)
+        assert limited.status_code == 429
+        assert "rate limit" in limited.json()["detail"] and int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["request_id"] == limited.headers["x-request-id"]
+
+
+def test_token_route_is_limited_against_password_guessing(tmp_path, tiny_models):
+    settings = settings_for(tiny_models, tmp_path, rate_limit_token="5/minute")
+    with TestClient(create_app(settings)) as client:
+        statuses = [client.post("/token", data={"username": USER, "password": f"guess-{i}"}).status_code
+                    for i in range(7)]
+    assert statuses == [401] * 5 + [429] * 2
