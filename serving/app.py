@@ -48,8 +48,10 @@ def _error(status: int, description: str) -> dict:
 
 AUTH_ERRORS = {**_error(401, "Missing, invalid, tampered or expired token."),
                **_error(429, "Rate limit exceeded (RATE_LIMIT_PREDICT per user); see `Retry-After`.")}
-INPUT_ERRORS = {**_error(413, "Request body over the size limit (MAX_UPLOAD_BYTES)."),
-                **_error(422, "Invalid input: missing or empty field, text too long, unreadable image."),
+INVALID = {422: {"model": schemas.ValidationFailed | schemas.Error,
+                 "description": "Invalid input: missing or empty field, text too long, unreadable image."},
+           **_error(400, "The body cannot be parsed (malformed JSON or multipart).")}
+INPUT_ERRORS = {**INVALID, **_error(413, "Request body over the size limit (MAX_UPLOAD_BYTES)."),
                 **_error(503, "Model not loaded yet, or too many predictions waiting; retry later.")}
 
 
@@ -109,8 +111,8 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     limiter = Limiter(key_func=get_remote_address, storage_uri=settings.rate_limit_storage_uri)
     app.state.limiter = limiter
 
-    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(
-        app, include_in_schema=True, tags=["monitoring"])
+    # Prometheus text format, outside the OpenAPI schema (which documents the JSON API).
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.upload_limit)
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs every answer, 413s included
 
@@ -194,7 +196,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         return {"status": "ok", "model_version": service.version}
 
     @app.post("/token", response_model=schemas.Token, tags=["auth"],
-              responses={**_error(401, "Wrong user name or password."), **_error(429, "Too many attempts.")})
+              responses={**_error(401, "Wrong user name or password."), **_error(429, "Too many attempts."), **INVALID})
     @limiter.limit(settings.rate_limit_token)
     def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]):
         """OAuth2 password flow: user name and password as form fields, a JWT back."""
@@ -243,8 +245,10 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         request: Request,
         user: Authorized,
         service: Service,
-        designation: Annotated[str, Form(description="Product title (required).")],
-        description: Annotated[str | None, Form(description="Product description; HTML is cleaned.")] = None,
+        designation: Annotated[str, Form(description="Product title (required).", min_length=1,
+                                         max_length=settings.max_designation_chars)],
+        description: Annotated[str | None, Form(description="Product description; HTML is cleaned.",
+                                                max_length=settings.max_description_chars)] = None,
         productid: Annotated[int | None, Form(description="Catalogue product id, echoed back.")] = None,
         imageid: Annotated[int | None, Form(description="Catalogue image id, echoed back.")] = None,
         image: Annotated[UploadFile | None, File(description="Product image (JPEG, PNG, WebP, ...). "

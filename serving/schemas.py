@@ -29,6 +29,15 @@ class Error(BaseModel):
     request_id: str | None = Field(None, description="Id of the request (also in the `X-Request-ID` header).")
 
 
+class FieldError(BaseModel):
+    field: str = Field(description="The field at fault (`items.2.designation`), empty for the whole body.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class ValidationFailed(Error):
+    errors: list[FieldError] = Field(description="Each problem found in the request.")
+
+
 class ClassScore(BaseModel):
     prdtypecode: int = Field(description="Product type code.")
     category: str = Field(description="Approximate category name of the code (community guess).")

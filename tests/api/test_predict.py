@@ -108,7 +108,7 @@ def test_oversized_upload_is_413_before_reading_it(client, auth, serving_setting
 
 
 @pytest.mark.parametrize("form,words", [
-    ({}, "designation"), ({"designation": "   "}, "designation"), ({"designation": "x" * 5000}, "longer than"),
+    ({}, "designation"), ({"designation": "   "}, "designation"), ({"designation": "x" * 5000}, "at most 1000 characters"),
     ({"designation": "!!! ??? ..."}, "no usable words"), ({"designation": "Vase", "productid": "abc"}, "productid"),
 ])
 def test_bad_text_fields_get_422(client, auth, form, words):

@@ -1,0 +1,104 @@
+"""The app as users run it: `python -m serving` (uvicorn) on 127.0.0.1, over real HTTP; then schemathesis."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from .conftest import PASSWORD, USER
+
+pytestmark = pytest.mark.slow
+CONCURRENT = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_models, tmp_path_factory):
+    from conftest import env
+
+    tmp = tmp_path_factory.mktemp("uvicorn")
+    port = free_port()
+    variables = {**env(), "MODELS_DIR": str(tiny_models), "SECRET_KEY": "k" + "0123456789abcdefghij" * 3,
+                 "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD, "RATE_LIMIT_PREDICT": "100000/minute",
+                 "SERVING_LOGGER_PATH": str(tmp / "serving.log"), "BATCH_MAX_WAIT_MS": "50"}
+    log = (tmp / "stdout.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
+                            cwd=tmp, env=variables, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, (tmp / "stdout.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server not ready after 180 s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def bearer(server) -> dict:
+    response = httpx.post(f"{server}/token", data={"username": USER, "password": PASSWORD})
+    assert response.status_code == 200
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def model_calls(server) -> float:
+    text = httpx.get(f"{server}/metrics").text
+    match = re.search(r'^model_inference_seconds_count\{stage="model"\} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_predict_over_http_echoes_request_id(server, bearer):
+    response = httpx.post(f"{server}/predict", data={"designation": "Piscine hors-sol"},
+                          headers={**bearer, "X-Request-ID": "over-http-1"}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"] == "over-http-1" == response.json()["request_id"]
+
+
+def test_concurrent_requests_share_forward_passes(server, bearer, train_images):
+    """Micro-batching: many simultaneous /predict calls, all answered, in fewer model calls than requests."""
+    before = model_calls(server)
+
+    def one(i: int) -> int:
+        image = train_images[i % len(train_images)]
+        return httpx.post(f"{server}/predict", data={"designation": f"Lot de {i} figurines"},
+                          files={"image": (image.name, image.read_bytes())}, headers=bearer, timeout=60).status_code
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        statuses = list(pool.map(one, range(CONCURRENT)))
+    assert statuses == [200] * CONCURRENT
+    calls = model_calls(server) - before
+    assert 1 <= calls < CONCURRENT, f"{calls} model calls for {CONCURRENT} concurrent requests"
+
+
+def test_schemathesis_finds_no_server_error(server, bearer, tmp_path):
+    """Property-based requests from the app's own OpenAPI schema, positive and negative: never a 5xx, and
+    every answer matches the documented status codes, content types and schemas."""
+    result = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{server}/openapi.json",
+         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+         "--header", f"Authorization:{bearer['Authorization']}", "--max-examples", "100", "--seed", "1",
+         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30", "--workers", "2",
+         "--generation-database", "none", "--no-color"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
