@@ -1,0 +1,61 @@
+"""The DVC experiment queue: two experiments run at once (`dvc queue start -j 2`) in one repository,
+each with its own params and metrics, without clashing over outputs, metrics or caches."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from conftest import make_repo, sh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+EPOCHS = {"one-epoch": 1, "two-epochs": 2}
+
+
+def queue_done(repo) -> bool:
+    status = sh("dvc queue status", repo).stdout
+    return not any(word in status for word in ("Queued", "Running"))
+
+
+def experiments(repo) -> dict[str, dict]:
+    """name -> {params, metrics} from `dvc exp show --json`."""
+    found = {}
+    for baseline in json.loads(sh("dvc exp show --json", repo).stdout):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                found[rev["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": {path: m["data"] for path, m in (data.get("metrics") or {}).items()},
+                }
+    return found
+
+
+def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path):
+    repo = make_repo(tmp_path / "repo", {"train": {"patience": 5}})
+    for name, epochs in EPOCHS.items():
+        sh(f"dvc exp run --queue -n {name} -S train.epochs={epochs}", repo)
+    sh("dvc queue start -j 2", repo)
+    deadline = time.monotonic() + 600
+    while not queue_done(repo):
+        assert time.monotonic() < deadline, sh("dvc queue status", repo).stdout
+        time.sleep(3)
+    status = sh("dvc queue status", repo).stdout
+    found = experiments(repo)
+    assert set(found) >= set(EPOCHS), (status, list(found))
+    for name, epochs in EPOCHS.items():
+        exp = found[name]
+        line = next(line for line in status.splitlines() if f" {name} " in line)
+        assert "Success" in line, (line, sh(f"dvc queue logs {name}", repo, check=False).stdout[-3000:])
+        assert exp["params"]["train"]["epochs"] == epochs
+        for stage in ("train_lstm", "train_vgg16"):
+            # Each experiment's training ran exactly its own number of epochs (patience 5 never stops it).
+            assert exp["metrics"][f"metrics/{stage}/metrics.json"]["best"]["epochs_run"] == epochs, (name, stage)
+        evaluated = exp["metrics"]["metrics/evaluate/metrics.json"]
+        assert 0.0 < evaluated["fused"]["accuracy"] <= 1.0
+    one, two = (found[name]["metrics"]["metrics/train_lstm/metrics.json"] for name in EPOCHS)
+    assert one != two
+    # The workspace is untouched by the queue: no experiment's outputs leaked into it.
+    assert not (repo / "metrics").exists() and not (repo / "models").exists()
