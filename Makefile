@@ -62,6 +62,17 @@ bench: venv-dev ## run every benchmarks/bench_*.py in turn (prints figures; abou
 bench-full: venv-dev ## download + preprocess at the real size (84,916 products, 224 px) in a temp repo (about an hour)
 	python benchmarks/full_scale.py
 
+# --- Serving (serving/, Dockerfile.serve) ----------------------------------------------------
+.PHONY: serve users
+
+serve: venv-dev ## serve models/ with the API on HOST:PORT (default 127.0.0.1:8000); settings from .env
+	@test -f .env || echo "no .env: using the environment only (cp .env.example .env to start from the documented defaults)"
+	python -m serving
+
+users: venv-dev ## add a user to USERS_FILE: make users NAME=alice
+	@test -n "$(NAME)" || { echo "usage: make users NAME=<user name>"; exit 2; }
+	product-classifier-users add "$(NAME)"
+
 # --- Monitoring (docker-compose.monitoring.yml, monitoring/) ---------------------------------
 DOCKER_COMPOSE ?= docker compose
 MONITORING_COMPOSE := $(DOCKER_COMPOSE) -f docker-compose.monitoring.yml

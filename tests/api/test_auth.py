@@ -142,3 +142,24 @@ def test_token_route_is_limited_against_password_guessing(tmp_path, tiny_models)
         statuses = [client.post("/token", data={"username": USER, "password": f"guess-{i}"}).status_code
                     for i in range(7)]
     assert statuses == [401] * 5 + [429] * 2
+
+
+def test_env_example_documents_every_setting_and_parses_to_the_defaults(tmp_path, monkeypatch):
+    from conftest import PROJECT
+    from serving.config import Settings
+
+    example = (PROJECT / ".env.example").read_text()
+    documented = {line.split("=", 1)[0].lstrip("# ").strip() for line in example.splitlines() if "=" in line}
+    assert {name.upper() for name in Settings.model_fields} <= documented
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    secret = secrets.token_urlsafe(48)
+    (tmp_path / ".env").write_text(example.replace("SECRET_KEY=  ", f"SECRET_KEY={secret}", 1))
+    settings = load_settings()
+    assert settings.secret_key.get_secret_value() == secret
+    assert settings.dvc_lock_path is None and settings.test_user is None
+    defaults = Settings(_env_file=None, environment="development")
+    for name in ("algorithm", "access_token_expire_minutes", "rate_limit_predict", "max_upload_bytes",
+                 "batch_max_wait_ms", "serving_logger_path"):
+        assert getattr(settings, name) == getattr(defaults, name), name
