@@ -36,7 +36,8 @@ def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tup
             out[row] = load_image_checked(path, size)
         except ImageError as exc:
             bad.append((row, str(exc)))
-    out.flush()
+    # No flush(): it would msync the whole shared mapping once per chunk, stalling every worker on
+    # disk writes. Writes through the shared mapping are in the page cache, which all readers see.
     del out
     return bad
 
