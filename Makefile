@@ -56,10 +56,10 @@ clean: ## remove caches (not the DVC cache)
 # --- Benchmarks (benchmarks/, figures in docs/performance.md) --------------------------------
 .PHONY: bench bench-full
 
-bench: venv-dev ## run every benchmarks/bench_*.py in turn (prints figures; about 10 minutes on 2 cores)
+bench: venv-dev ## run every benchmarks/bench_*.py in turn (prints figures; under 15 minutes on 2 cores)
 	@set -e; for script in benchmarks/bench_*.py; do echo; echo "### $$script"; python $$script; done
 
-bench-full: venv-dev ## download + preprocess at the real size (84,916 products, 224 px) in a temp repo (about an hour)
+bench-full: venv-dev ## download + preprocess at the real size (84,916 products, 224 px) in a temp repo (about 20 min, 33 GB disk)
 	python benchmarks/full_scale.py
 
 # --- Serving (serving/, Dockerfile.serve) ----------------------------------------------------

@@ -2,7 +2,7 @@
 on 84,916 products at 224 px, in a temporary git + DVC repository, then `dvc status` and a
 no-op `dvc repro` at that size. Prints wall time and peak memory per step.
 
-    python benchmarks/full_scale.py                      # the real size (long: about an hour on 2 cores)
+    python benchmarks/full_scale.py                      # the real size (about 20 minutes and 33 GB of disk on 2 cores)
     python benchmarks/full_scale.py --size 8500 --keep   # a fraction; keeps the repository
 
 Not a `bench_*` script, so `make bench` skips it; `make bench-full` runs it.
