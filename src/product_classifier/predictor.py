@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,40 @@ def load_single_models(models_dir: Path) -> tuple:
     )
 
 
+def compile_inference(model, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
+    """`model`'s forward pass (inference mode) as one compiled function of a numpy batch, per backend.
+
+    TensorFlow: a `tf.function` (one trace per new input signature, generalised to any batch size);
+    JAX: `jax.jit` of the stateless call, batches padded to a power of two so few shapes compile; others
+    (torch): Keras's own predict step. All skip `model.predict`'s per-call input pipeline and callbacks,
+    which cost far more than the model itself on one item.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return lambda x: step(tf.convert_to_tensor(np.asarray(x, dtype=dtype))).numpy()
+    if backend == "jax":
+        import jax
+
+        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables])
+        step = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+
+        def run(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=dtype)
+            n = len(x)
+            padded = 1 << max(0, (n - 1).bit_length())
+            if padded != n:
+                x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), dtype=dtype)])
+            return np.asarray(step(*state, x))[:n]
+
+        return run
+    return lambda x: np.asarray(model.predict_on_batch(np.asarray(x, dtype=dtype)))
+
+
 def batched(fn, array: np.ndarray, rows: np.ndarray, batch: int = 128) -> np.ndarray:
     """fn over array[rows] in batches, so a memory-mapped array is never loaded whole."""
     return np.concatenate([fn(np.asarray(array[rows[i : i + batch]])) for i in range(0, len(rows), batch)])
@@ -100,6 +135,8 @@ class Predictor:
         self.image_size = image_size
         self.fusion = fusion
         self.class_mix = class_mix
+        self._text_step = compile_inference(lstm, "int32")
+        self._image_step = compile_inference(image_model, "float32")
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike) -> Predictor:
@@ -124,10 +161,10 @@ class Predictor:
 
     # -- forward passes --
     def text_proba(self, tokens: np.ndarray) -> np.ndarray:
-        return np.asarray(self.lstm.predict_on_batch(np.asarray(tokens, dtype=np.int32)), dtype=np.float64)
+        return np.asarray(self._text_step(tokens), dtype=np.float64)
 
     def image_proba(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.image_model.predict_on_batch(np.asarray(images, dtype=np.float32)), dtype=np.float64)
+        return np.asarray(self._image_step(images), dtype=np.float64)
 
     def predict_prepared(self, items: list[Prepared]) -> list[Prediction]:
         if not items:
