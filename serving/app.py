@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
@@ -210,13 +209,9 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     # -- predictions --
     async def predict_one(service: ModelService, item: ItemInput) -> Prediction:
         try:
-            prepared = await run_in_threadpool(service.prepare, item)
+            return await app.state.batcher.prepare_and_submit(service.prepare, item)
         except DataError as exc:  # TextError, ImageError
             raise ItemRejected(422, str(exc)) from None
-        return await request_batcher().submit(prepared)
-
-    def request_batcher() -> MicroBatcher:
-        return app.state.batcher
 
     def body(prediction: Prediction, productid: int | None, imageid: int | None) -> dict:
         return {"prdtypecode": prediction.code, "category": category(prediction.code),

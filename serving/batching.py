@@ -4,7 +4,9 @@ Requests put their prepared item on a bounded queue and await a future. One work
 first waiting item, collects more for at most `max_wait` seconds (or until `max_size`), and runs
 the whole group through the model in a single call on a dedicated thread, so the event loop keeps
 accepting requests meanwhile; requests that arrive during a forward pass form the next group.
-A full queue is back-pressure: `submit` raises `Overloaded` at once instead of queueing forever.
+The worker only waits for items it knows are coming (`prepare_and_submit` counts requests still in
+preprocessing): a lone request never pays the wait. A full queue is back-pressure: `submit` raises
+`Overloaded` at once instead of queueing forever.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
+
+from starlette.concurrency import run_in_threadpool
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -35,6 +39,7 @@ class MicroBatcher(Generic[In, Out]):
         self.max_wait = max_wait
         self.queue_size = queue_size
         self.batch_sizes: list[int] = []  # recent group sizes, for tests and benchmarks
+        self._coming = 0  # requests being preprocessed, whose items will be submitted soon
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -65,6 +70,16 @@ class MicroBatcher(Generic[In, Out]):
             raise Overloaded(f"more than {self.queue_size} predictions waiting") from None
         return await future
 
+    async def prepare_and_submit(self, prepare: Callable[..., In], *args) -> Out:
+        """`prepare(*args)` on a worker thread (its errors propagate), then `submit` its result. While it runs,
+        the batcher knows one more item is coming and may wait for it."""
+        self._coming += 1
+        try:
+            item = await run_in_threadpool(prepare, *args)
+        finally:
+            self._coming -= 1
+        return await self.submit(item)  # no await in between: the count and the queue never disagree
+
     async def _collect(self) -> list:
         group = [await self._queue.get()]
         loop = asyncio.get_running_loop()
@@ -74,7 +89,7 @@ class MicroBatcher(Generic[In, Out]):
                 group.append(self._queue.get_nowait())
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._coming == 0:
                 break
             try:
                 group.append(await asyncio.wait_for(self._queue.get(), remaining))
