@@ -22,6 +22,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from slowapi.util import get_remote_address
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from product_classifier.atomic import read_json
 from product_classifier.errors import DataError
@@ -116,9 +117,17 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs every answer, 413s included
 
     # -- errors: always JSON with the request id, never a traceback --
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's and Starlette's own (404, 405, 413 mid-body)
+    async def http_error(request: Request, exc: StarletteHTTPException):
         return _json_error(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(Exception)  # answered by Starlette's outermost middleware, outside ours: add the id here
+    async def unexpected(request: Request, exc: Exception):
+        request_id = request_id_of(request.scope)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc,
+                  extra={"fields": {"request_id": request_id}})
+        return _json_error(request, 500, "internal error; quote the request id when reporting it",
+                           {"X-Request-ID": request_id})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

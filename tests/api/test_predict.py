@@ -228,3 +228,26 @@ def test_readiness_waits_for_the_model(tmp_path, tiny_models):
     assert loading.post("/predict", data={"designation": "Vase"}).status_code in (401, 503)
     with TestClient(app) as client:
         assert client.get("/health/ready").status_code == 200
+
+
+def test_unknown_route_and_method_are_json_with_request_id(client):
+    for response, status in ((client.get("/no-such-route"), 404), (client.delete("/predict"), 405)):
+        assert response.status_code == status
+        assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_unexpected_failure_is_json_500_with_request_id(tmp_path, tiny_models):
+    """A model that breaks at run time (not the client's fault): JSON 500 naming the request, logged."""
+    from product_classifier.predictor import Predictor
+
+    class Broken(Predictor):
+        def text_proba(self, tokens):
+            raise RuntimeError("device lost")
+
+    settings = settings_for(tiny_models, tmp_path)
+    with TestClient(create_app(settings, loader=Broken.load), raise_server_exceptions=False) as client:
+        response = client.post("/predict", data={"designation": "Vase"},
+                               headers={"Authorization": f"Bearer {token_for(client)}"})
+    assert response.status_code == 500
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+    assert "device lost" in settings.serving_logger_path.read_text()
