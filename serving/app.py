@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from product_classifier.atomic import read_json
 from product_classifier.errors import DataError
 from product_classifier.labels import CLASSES, category
-from product_classifier.predictor import Prediction, Predictor
+from product_classifier.predictor import Prediction, Predictor, Product
 
 from . import schemas
 from .batching import MicroBatcher, Overloaded
@@ -35,7 +35,7 @@ from .config import Settings, load_settings
 from .metrics import ModelMetrics
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, request_id_of, setup_logging
 from .security import TokenError, User, authenticate, create_access_token, decode_access_token, load_users
-from .service import ItemInput, ModelService
+from .service import ModelService
 
 log = logging.getLogger("serving")
 METRICS_FILE = "metrics/evaluate/metrics.json"
@@ -216,9 +216,9 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
                 "expires_in": settings.access_token_expire_minutes * 60}
 
     # -- predictions --
-    async def predict_one(service: ModelService, item: ItemInput) -> Prediction:
+    async def predict_one(service: ModelService, product: Product) -> Prediction:
         try:
-            return await app.state.batcher.prepare_and_submit(service.prepare, item)
+            return await app.state.batcher.prepare_and_submit(service.prepare, product)
         except DataError as exc:  # TextError, ImageError
             raise ItemRejected(422, str(exc)) from None
 
@@ -263,7 +263,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         data = None
         if image is not None and (image.filename or image.size):  # browsers send an empty part for no file
             data = check_image(await image.read(settings.max_upload_bytes + 1))
-        prediction = await predict_one(service, ItemInput(designation, description, data))
+        prediction = await predict_one(service, Product(designation, description, data))
         return {**body(prediction, productid, imageid), "model_version": service.version,
                 "request_id": request_id_of(request.scope)}
 
@@ -278,7 +278,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
             except (binascii.Error, ValueError):
                 raise ItemRejected(422, "image_base64 is not valid base64") from None
             check_image(data)
-        return await predict_one(service, ItemInput(item.designation, item.description, data))
+        return await predict_one(service, Product(item.designation, item.description, data))
 
     @app.post("/predict/batch", response_model=schemas.BatchResponse, tags=["predict"],
               responses={**AUTH_ERRORS, **INPUT_ERRORS})

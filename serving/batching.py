@@ -38,7 +38,6 @@ class MicroBatcher(Generic[In, Out]):
         self.max_size = max_size
         self.max_wait = max_wait
         self.queue_size = queue_size
-        self.batch_sizes: list[int] = []  # recent group sizes, for tests and benchmarks
         self._coming = 0  # requests being preprocessed, whose items will be submitted soon
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -104,7 +103,6 @@ class MicroBatcher(Generic[In, Out]):
             group = [(item, future) for item, future in group if not future.done()]  # cancelled by the client
             if not group:
                 continue
-            self.batch_sizes = [*self.batch_sizes[-999:], len(group)]
             try:
                 outputs = await loop.run_in_executor(self._executor, self.run, [item for item, _ in group])
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request, the worker lives on

@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from product_classifier.labels import INDEX
@@ -19,15 +18,6 @@ from .metrics import ModelMetrics
 log = logging.getLogger("serving")
 
 
-@dataclass(frozen=True)
-class ItemInput:
-    """One product as a client sent it (already decoded to str / bytes)."""
-
-    designation: str
-    description: str | None = None
-    image: bytes | None = None
-
-
 class ModelService:
     """Loaded once at startup. `run_prediction` is the only place the model runs (a micro-batcher slots in there)."""
 
@@ -35,7 +25,7 @@ class ModelService:
         self.predictor = predictor
         self.identity = identity
         self.metrics = metrics
-        self._lock = threading.Lock()  # Keras models are not guaranteed thread-safe; routes run in a thread pool
+        self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls (Keras models share state)
         self.drift = DriftWindow(predictor.class_mix, drift_window) if predictor.class_mix else None
         metrics.info.labels(version=identity.version).set(1)
 
@@ -53,10 +43,10 @@ class ModelService:
     def version(self) -> str:
         return self.identity.version
 
-    def prepare(self, item: ItemInput) -> Prepared:
+    def prepare(self, product: Product) -> Prepared:
         """The shared preprocessing (raises TextError / ImageError)."""
         with self.metrics.inference_seconds.labels(stage="preprocess").time():
-            return self.predictor.prepare(Product(item.designation, item.description, item.image))
+            return self.predictor.prepare(product)
 
     def run_prediction(self, prepared_items: Sequence[Prepared]) -> list[Prediction]:
         """One forward pass for all items (the micro-batcher's group), and the model metrics."""
