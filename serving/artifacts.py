@@ -20,12 +20,9 @@ MODEL_OUTS = ("lstm", "vgg16", "fusion")
 LOCK_FILE = "dvc.lock"
 
 
-def file_md5(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
+def file_md5(path: Path) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def dir_md5(entries: list[dict]) -> str:

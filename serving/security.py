@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jose import JWTError, jwt
 from passlib.context import CryptContext
+
+from product_classifier.atomic import read_json, write_json
 
 from .config import Settings
 
@@ -43,20 +42,14 @@ def read_users_file(path: Path) -> dict[str, User]:
     """`{"alice": {"full_name": ..., "hashed_password": ...}, ...}`; a missing file is no users."""
     if not path.exists():
         return {}
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json(path)
     return {name: User(name, entry.get("full_name", name), entry["hashed_password"]) for name, entry in raw.items()}
 
 
 def write_users_file(path: Path, users: dict[str, User]) -> None:
     """Atomic write, readable by its owner only (it holds password hashes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {u.username: {"full_name": u.full_name, "hashed_password": u.hashed_password} for u in users.values()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_json(path, data, mode=0o600)
 
 
 def load_users(settings: Settings) -> dict[str, User]:

@@ -13,8 +13,8 @@ from typing import Any
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; rename it over `target` only on success."""
+def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary sibling of `target`; rename it over `target` only on success (a file gets `mode`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
@@ -36,7 +36,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
         shutil.rmtree(old, ignore_errors=True)
     else:
         if not is_dir:
-            os.chmod(tmp, 0o644)
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
 
 
@@ -47,8 +47,8 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    with atomic_path(path) as tmp:
+def write_json(path: str | os.PathLike, data: Any, mode: int = 0o644) -> None:
+    with atomic_path(path, mode=mode) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
