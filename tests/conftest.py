@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -60,6 +64,42 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     (path / "params.yaml").write_text(yaml.safe_dump(deep_update(base, deep_update(TINY, params or {})), sort_keys=False))
     sh("git init -q -b main && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
     return path
+
+
+# --- servers started by tests -------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def process(cmd: list, log: Path, env: dict | None = None, cwd: Path = PROJECT):
+    """A server process for the duration of the block, output to `log`, stopped (then killed) at the end."""
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode} before {url} answered:\n{log.read_text()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    pytest.fail(f"{url} not up after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="session")

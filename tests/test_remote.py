@@ -6,22 +6,15 @@ import configparser
 import hashlib
 import logging
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PROJECT, make_repo, sh
+from conftest import PROJECT, free_port, make_repo, sh
 from product_classifier import tracking
 
 TOKEN = "dhtok-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def dvc_config(path: Path) -> dict[str, dict[str, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -14,16 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, env, make_repo, sh
+from conftest import BIN, env, free_port, make_repo, sh
 from product_classifier import tracking
 
 TRACKED_STAGES = ["evaluate", "fuse", "train_lstm", "train_vgg16"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_dvclive(folder: Path) -> Path:

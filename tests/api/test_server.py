@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from conftest import env, free_port, process, wait_until_up
 
 from .conftest import PASSWORD, USER
 
@@ -18,41 +18,19 @@ pytestmark = pytest.mark.slow
 CONCURRENT = 16
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_models, tmp_path_factory):
-    from conftest import env
-
     tmp = tmp_path_factory.mktemp("uvicorn")
     port = free_port()
     variables = {**env(), "MODELS_DIR": str(tiny_models), "SECRET_KEY": "k" + "0123456789abcdefghij" * 3,
                  "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD, "RATE_LIMIT_PREDICT": "100000/minute",
                  "SERVING_LOGGER_PATH": str(tmp / "serving.log"), "BATCH_MAX_WAIT_MS": "50"}
-    log = (tmp / "stdout.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=tmp, env=variables, stdout=log, stderr=subprocess.STDOUT)
+    log = tmp / "stdout.log"
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (tmp / "stdout.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server not ready after 180 s"
-            time.sleep(0.5)
+    # cwd: an empty folder, so that no .env of the checkout is read
+    with process([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", port], log, variables, tmp) as proc:
+        wait_until_up(f"{base}/health/ready", proc, log, 180)
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import yaml
@@ -66,8 +65,3 @@ def grouping_labels(expr: str) -> set[str]:
         names.update(n.strip() for n in group.split(",") if n.strip())
     return names - {"le"}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

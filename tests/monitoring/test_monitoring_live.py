@@ -13,7 +13,6 @@ import math
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,14 +22,14 @@ import pytest
 from monitoring_helpers import (
     ALERTS,
     LOCAL_SCRIPT,
-    PROJECT,
     concrete,
     dashboard_queries,
-    free_port,
     grouping_labels,
     legend_labels,
     load_yaml,
 )
+
+from conftest import free_port, process, wait_until_up
 
 pytestmark = [
     pytest.mark.slow,
@@ -40,34 +39,6 @@ pytestmark = [
 
 USER, PASSWORD = "monitoring-test", secrets.token_urlsafe(16)
 PREDICTIONS_PER_ROUND = 6
-
-
-@contextlib.contextmanager
-def process(cmd: list, log: Path, env: dict | None = None):
-    """A server process for the duration of the block, stopped (then killed) at the end."""
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[0]} exited with {proc.returncode} before {url} answered:\n{log.read_text()[-4000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    pytest.fail(f"{url} not up after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 def serving_env(models: Path, logs: Path) -> dict:
