@@ -1,4 +1,4 @@
-"""Stage `train_lstm`: the text model (Embedding + LSTM)."""
+"""Stage `train_lstm`: the text model (Embedding + LSTM), its curves in dvclive, its run in MLflow."""
 
 from product_classifier import paths
 from product_classifier.cli import stage
@@ -6,9 +6,10 @@ from product_classifier.cli import stage
 
 @stage
 def main(p):
+    from product_classifier.live import tracked_training
     from product_classifier.training import train_lstm
 
-    return train_lstm(paths.PROCESSED, paths.MODELS / "lstm", paths.METRICS / "train_lstm", p)
+    return tracked_training("train_lstm", train_lstm, paths.MODELS / paths.LSTM, p, paths.LSTM, paths.VOCAB_FILE)
 
 
 if __name__ == "__main__":

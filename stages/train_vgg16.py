@@ -6,9 +6,10 @@ from product_classifier.cli import stage
 
 @stage
 def main(p):
+    from product_classifier.live import tracked_training
     from product_classifier.training import train_vgg16
 
-    return train_vgg16(paths.PROCESSED, paths.MODELS / "vgg16", paths.METRICS / "train_vgg16", p)
+    return tracked_training("train_vgg16", train_vgg16, paths.MODELS / paths.VGG16, p, paths.VGG16, paths.META_FILE)
 
 
 if __name__ == "__main__":

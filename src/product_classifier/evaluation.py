@@ -1,15 +1,18 @@
-"""Test-split evaluation of the served predictor: quality per model, latency, throughput."""
+"""Test-split evaluation of the served predictor: quality per model, latency, throughput.
+
+Knows nothing of tracking: `evaluate` returns the figures; the stage script writes them with dvclive."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, classification_report, f1_score
 
-from . import paths, tracking
-from .atomic import atomic_path
+from . import paths
 from .labels import CLASSES
 from .params import Params
 from .predictor import Predictor, Product, timed
@@ -28,7 +31,13 @@ def percentiles(ms: list[float]) -> dict:
     return {"p50": round(float(np.percentile(ms, 50)), 3), "p95": round(float(np.percentile(ms, 95)), 3)}
 
 
-PREDICTIONS = "predictions.csv"
+@dataclass(frozen=True)
+class Evaluation:
+    summary: dict  # {"fused"|"lstm"|"vgg16": scores and latency, "test_size"}
+    actual: list[str]  # true and fused-predicted codes per test product (the confusion matrix)
+    predicted: list[str]
+    per_class: list[dict]  # {"prdtypecode", "f1", "support"} of the fused model
+    predictions: pd.DataFrame  # per product, so serving can be checked against them (no skew)
 
 
 def test_products(data: Processed, raw: Path) -> tuple[list[Product], np.ndarray]:
@@ -47,8 +56,8 @@ def latencies(predictor: Predictor, products: list[Product], n: int) -> dict:
     sample = products[:n]
     paths_ = {
         "fused": lambda x: predictor.predict([x]),
-        "lstm": lambda x: predictor.predict([Product(x.designation, x.description)]),
-        "vgg16": lambda x: predictor.image_proba(predictor.prepare(x).image[None]),
+        paths.LSTM: lambda x: predictor.predict([Product(x.designation, x.description)]),
+        paths.VGG16: lambda x: predictor.image_proba(predictor.prepare(x).image[None]),
     }
     out = {}
     for name, fn in paths_.items():
@@ -58,7 +67,7 @@ def latencies(predictor: Predictor, products: list[Product], n: int) -> dict:
     return out
 
 
-def evaluate(processed: Path, raw: Path, models: Path, metrics: Path, p: Params, batch: int = 64) -> dict:
+def evaluate(processed: Path, raw: Path, models: Path, p: Params, batch: int = 64) -> Evaluation:
     predictor = Predictor.load(models)
     data = Processed(processed)
     products, y_true = test_products(data, raw)
@@ -72,31 +81,17 @@ def evaluate(processed: Path, raw: Path, models: Path, metrics: Path, p: Params,
     text = np.array([pr.text.argmax() for pr in preds])
     image = np.array([pr.image.argmax() if pr.image is not None else -1 for pr in preds])
     lat = latencies(predictor, products, p.evaluate.latency_samples)
-    result = {
+    summary = {
         "fused": {**scores(y_true, fused), "latency_ms": lat["fused"], "throughput_per_s": round(throughput, 2)},
-        "lstm": {**scores(y_true, text), "latency_ms": lat["lstm"]},
-        "vgg16": {**scores(y_true, image), "latency_ms": lat["vgg16"]},
+        paths.LSTM: {**scores(y_true, text), "latency_ms": lat[paths.LSTM]},
+        paths.VGG16: {**scores(y_true, image), "latency_ms": lat[paths.VGG16]},
         "test_size": len(products),
     }
     codes = np.asarray(CLASSES)
     report = classification_report(codes[y_true], codes[fused], labels=codes, output_dict=True, zero_division=0)
     per_class = [{"prdtypecode": str(c), "f1": round(report[str(c)]["f1-score"], 4),
                   "support": int(report[str(c)]["support"])} for c in codes]
-
-    from dvclive import Live
-
-    with atomic_path(metrics, is_dir=True) as tmp:
-        live = Live(dir=str(tmp), dvcyaml=None, save_dvc_exp=False, report=None)
-        live.summary.update(result)
-        live.log_sklearn_plot("confusion_matrix", [str(c) for c in codes[y_true]], [str(c) for c in codes[fused]],
-                              name="confusion_matrix.json")
-        live.log_plot("per_class_f1", per_class, x="f1", y="prdtypecode", template="bar_horizontal",
-                      title="Fused model: F1 per class (test split)")
-        live.end()
-        # Per-item predictions, so serving can be checked against them (no training/serving skew).
-        test = data.products.iloc[data.rows("test")][["productid", "imageid", "prdtypecode"]].copy()
-        test["predicted"] = codes[fused]
-        test["confidence"] = [round(pr.confidence, 6) for pr in preds]
-        test.to_csv(tmp / PREDICTIONS)
-    tracking.log_stage("evaluate", {"evaluate": p.evaluate.model_dump(), "fuse": p.fuse.model_dump()}, metrics, model=models)
-    return result
+    test = data.products.iloc[data.rows("test")][["productid", "imageid", "prdtypecode"]].copy()
+    test["predicted"] = codes[fused]
+    test["confidence"] = [round(pr.confidence, 6) for pr in preds]
+    return Evaluation(summary, [str(c) for c in codes[y_true]], [str(c) for c in codes[fused]], per_class, test)

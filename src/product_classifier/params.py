@@ -8,9 +8,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from . import paths
+from .backend import BACKENDS
 from .errors import ParamError
 
-DATA_FILES = ("X_train_update.csv", "Y_train_CVw08PX.csv", "X_test_update.csv", "images.zip")
+DATA_FILES = (paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST, paths.IMAGES_ZIP)
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -74,7 +77,7 @@ class TrainParams(_Strict):
     batch_size: int = Field(64, ge=1)
     patience: int = Field(3, ge=1)
     seed: int = 42
-    backend: Literal["tensorflow", "jax", "torch"] = "tensorflow"
+    backend: Backend = "tensorflow"
     lstm: LstmParams = LstmParams()
     vgg16: Vgg16Params = Vgg16Params()
 
@@ -87,12 +90,17 @@ class EvaluateParams(_Strict):
     latency_samples: int = Field(50, ge=5)
 
 
+class PredictParams(_Strict):
+    chunk_size: int = Field(256, ge=1, description="products scored per chunk by the predict stage")
+
+
 class Params(_Strict):
     data: DataParams = DataParams()
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
     fuse: FuseParams = FuseParams()
     evaluate: EvaluateParams = EvaluateParams()
+    predict: PredictParams = PredictParams()
 
 
 def parse_params(raw: dict) -> Params:

@@ -17,6 +17,25 @@ X_TEST = "X_test_update.csv"
 IMAGES_ZIP = "images.zip"
 SPLITS = ("train", "val", "test")
 
+# data/processed/ files
+PRODUCTS_FILE = "products.csv"
+IMAGES_FILE = "images.npy"
+TOKENS_FILE = "tokens.npy"
+LABELS_FILE = "labels.npy"
+VOCAB_FILE = "vocab.json"
+
+# models/<model>/ folders and files; the folder names are also the model names in metrics
+LSTM, VGG16, FUSION = "lstm", "vgg16", "fusion"
+MODEL_DIRS = (LSTM, VGG16, FUSION)
+MODEL_FILE = "model.keras"
+META_FILE = "meta.json"
+FUSION_FILE = "fusion.json"
+
+# metrics/<stage>/ and batch scoring
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+PREDICTIONS = Path("data/predictions")
+
 
 def image_dir(raw: Path, split: str = "train") -> Path:
     """Where the real images.zip puts images (`images/image_train/...`)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import paths
 from .atomic import read_json
 from .errors import DataError, TextError
 from .fusion import Fusion
@@ -17,13 +18,10 @@ from .images import is_blank, load_image
 from .labels import CLASSES, category
 from .text import Vocabulary, clean_text
 
-LSTM_DIR, VGG16_DIR, FUSION_DIR = "lstm", "vgg16", "fusion"
-MODEL_FILE = "model.keras"
-FUSION_FILE = "fusion.json"
 REQUIRED_FILES = (
-    f"{LSTM_DIR}/{MODEL_FILE}", f"{LSTM_DIR}/vocab.json",
-    f"{VGG16_DIR}/{MODEL_FILE}", f"{VGG16_DIR}/meta.json",
-    f"{FUSION_DIR}/{FUSION_FILE}",
+    f"{paths.LSTM}/{paths.MODEL_FILE}", f"{paths.LSTM}/{paths.VOCAB_FILE}",
+    f"{paths.VGG16}/{paths.MODEL_FILE}", f"{paths.VGG16}/{paths.META_FILE}",
+    f"{paths.FUSION}/{paths.FUSION_FILE}",
 )
 
 
@@ -80,10 +78,10 @@ def load_single_models(models_dir: Path) -> tuple:
     from .models import CaffePreprocess  # noqa: F401  (registers the custom layer)
 
     return (
-        keras.saving.load_model(models_dir / LSTM_DIR / MODEL_FILE),
-        Vocabulary.load(models_dir / LSTM_DIR / "vocab.json"),
-        keras.saving.load_model(models_dir / VGG16_DIR / MODEL_FILE),
-        int(read_json(models_dir / VGG16_DIR / "meta.json")["image_size"]),
+        keras.saving.load_model(models_dir / paths.LSTM / paths.MODEL_FILE),
+        Vocabulary.load(models_dir / paths.LSTM / paths.VOCAB_FILE),
+        keras.saving.load_model(models_dir / paths.VGG16 / paths.MODEL_FILE),
+        int(read_json(models_dir / paths.VGG16 / paths.META_FILE)["image_size"]),
     )
 
 
@@ -142,7 +140,7 @@ class Predictor:
     def load(cls, models_dir: str | os.PathLike) -> Predictor:
         models_dir = Path(models_dir)
         _check_files(models_dir, REQUIRED_FILES)
-        fused = read_json(models_dir / FUSION_DIR / FUSION_FILE)
+        fused = read_json(models_dir / paths.FUSION / paths.FUSION_FILE)
         return cls(*load_single_models(models_dir), fusion=Fusion.from_dict(fused["fusion"]),
                    class_mix=fused.get("class_mix"))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from . import paths
 from .atomic import atomic_path
 from .dataset import read_products
 from .errors import DataError, ImageError
@@ -19,11 +20,8 @@ from .params import PreprocessParams
 from .splits import stratified_split
 from .text import Vocabulary, clean_text
 
-PRODUCTS = "products.csv"
-IMAGES = "images.npy"
-TOKENS = "tokens.npy"
-LABELS = "labels.npy"
-VOCAB = "vocab.json"
+PRODUCTS, IMAGES, TOKENS, LABELS, VOCAB = (
+    paths.PRODUCTS_FILE, paths.IMAGES_FILE, paths.TOKENS_FILE, paths.LABELS_FILE, paths.VOCAB_FILE)
 
 
 def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tuple[int, str]]:

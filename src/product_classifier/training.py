@@ -1,4 +1,8 @@
-"""Training both models: one fit loop with early stopping, best checkpoint and dvclive."""
+"""Training both models: one fit loop with early stopping and the best epoch's weights restored.
+
+Knows nothing of tracking: a stage script passes `on_epoch(epoch, logs)` to see each epoch's metrics
+and records the returned summary (the best epoch's metrics, those of the saved model) itself.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +10,42 @@ import hashlib
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from . import paths, tracking
+from . import paths
 from .atomic import atomic_path, write_json
 from .backend import data_parallel, seed_everything
-from .fusion import fit_fusion
-from .labels import CLASSES, NUM_CLASSES
 from .models import build_image_head, build_lstm, build_vgg16_base, compose
 from .params import Params
 from .preprocess import Processed
 from .text import Vocabulary
 
-MODEL_FILE = "model.keras"
+# Called after each epoch with {"train": {"loss", "accuracy"}, "val": {...}}.
+EpochHook = Callable[[int, dict[str, dict[str, float]]], None]
+TRACKED = ("loss", "accuracy")
 
 
-class LiveLogger(keras.callbacks.Callback):
-    """Logs every epoch's metrics to dvclive (backend-agnostic, unlike framework callbacks)."""
-
-    def __init__(self, live):
-        super().__init__()
-        self.live = live
-
-    def on_epoch_end(self, epoch, logs=None):
-        for name, value in (logs or {}).items():
-            split, metric = ("val", name[4:]) if name.startswith("val_") else ("train", name)
-            if metric in ("loss", "accuracy"):
-                self.live.log_metric(f"{split}/{metric}", float(value))
-        self.live.next_step()
+def split_logs(logs: dict) -> dict[str, dict[str, float]]:
+    """One epoch's Keras logs as {"train": {"loss", "accuracy"}, "val": {...}}."""
+    out: dict[str, dict[str, float]] = {"train": {}, "val": {}}
+    for name, value in logs.items():
+        split, metric = ("val", name[4:]) if name.startswith("val_") else ("train", name)
+        if metric in TRACKED:
+            out[split][metric] = float(value)
+    return out
 
 
-def fit(model: keras.Model, train: tuple, val: tuple, p: Params, lr: float, live) -> dict:
-    """Fit with early stopping on validation loss; keep the best epoch's weights."""
+def fit(model: keras.Model, train: tuple, val: tuple, p: Params, lr: float, on_epoch: EpochHook | None = None) -> dict:
+    """Fit with early stopping on validation loss and keep the best epoch's weights.
+
+    Returns `best` (`best_epoch`, 1-based, and `epochs_run`) and the best epoch's `train` and `val`
+    metrics: those of the model that is kept, not of the last epoch run."""
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hooks = [keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch(e, split_logs(logs or {})))] if on_epoch else []
     with tempfile.TemporaryDirectory() as tmp:
         best = Path(tmp) / "best.weights.h5"
         history = model.fit(
@@ -54,44 +58,29 @@ def fit(model: keras.Model, train: tuple, val: tuple, p: Params, lr: float, live
             callbacks=[
                 keras.callbacks.EarlyStopping("val_loss", patience=p.train.patience),
                 keras.callbacks.ModelCheckpoint(best, "val_loss", save_best_only=True, save_weights_only=True),
-                LiveLogger(live),
+                *hooks,
             ],
         ).history
         model.load_weights(best)
     epoch = int(np.argmin(history["val_loss"]))
-    summary = {
-        "best_epoch": epoch + 1,
-        "epochs_run": len(history["val_loss"]),
-        "val_loss": float(history["val_loss"][epoch]),
-        "val_accuracy": float(history["val_accuracy"][epoch]),
+    return {
+        "best": {"best_epoch": epoch + 1, "epochs_run": len(history["val_loss"])},
+        **split_logs({name: values[epoch] for name, values in history.items()}),
     }
-    live.summary["best"] = summary
-    return summary
-
-
-def _live(folder: Path, p: Params, section: dict):
-    from dvclive import Live
-
-    live = Live(dir=str(folder), dvcyaml=None, save_dvc_exp=False, report=None)
-    live.log_params({"epochs": p.train.epochs, "batch_size": p.train.batch_size, "seed": p.train.seed, **section})
-    return live
 
 
 @data_parallel()  # every visible accelerator; with one, a plain run
-def train_lstm(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
+def train_lstm(processed: Path, out: Path, p: Params, on_epoch: EpochHook | None = None) -> dict:
     seed_everything(p.train.seed)
     data = Processed(processed)
     tr, va = data.rows("train"), data.rows("val")
     vocab = Vocabulary.load(data.vocab_path)
     model = build_lstm(vocab.size, vocab.max_len, p.train.lstm)
-    with atomic_path(out, is_dir=True) as tmp_out, atomic_path(metrics, is_dir=True) as tmp_metrics:
-        live = _live(tmp_metrics, p, p.train.lstm.model_dump())
+    with atomic_path(out, is_dir=True) as tmp_out:
         summary = fit(model, (data.tokens[tr], data.labels[tr]), (data.tokens[va], data.labels[va]),
-                      p, p.train.lstm.learning_rate, live)
-        live.end()
-        model.save(tmp_out / MODEL_FILE)
-        shutil.copyfile(data.vocab_path, tmp_out / "vocab.json")
-    tracking.log_stage("train_lstm", {"train": p.train.model_dump(exclude={"vgg16"})}, metrics, [out / "vocab.json"])
+                      p, p.train.lstm.learning_rate, on_epoch)
+        model.save(tmp_out / paths.MODEL_FILE)
+        shutil.copyfile(data.vocab_path, tmp_out / paths.VOCAB_FILE)
     return summary
 
 
@@ -111,7 +100,8 @@ def base_features(base: keras.Model, images: np.ndarray, rows: np.ndarray, batch
 
 
 def cached_features(base: keras.Model, data: Processed, rows: np.ndarray, p: Params) -> np.ndarray:
-    cache = paths.FEATURE_CACHE / f"vgg16-{feature_cache_key(data.folder / 'images.npy', p)}-{hashlib.sha256(rows.tobytes()).hexdigest()[:12]}.npy"
+    key = feature_cache_key(data.folder / paths.IMAGES_FILE, p)
+    cache = paths.FEATURE_CACHE / f"{paths.VGG16}-{key}-{hashlib.sha256(rows.tobytes()).hexdigest()[:12]}.npy"
     if cache.exists():
         return np.load(cache)
     feats = base_features(base, data.images, rows)
@@ -121,41 +111,15 @@ def cached_features(base: keras.Model, data: Processed, rows: np.ndarray, p: Par
 
 
 @data_parallel()  # every visible accelerator; with one, a plain run
-def train_vgg16(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
+def train_vgg16(processed: Path, out: Path, p: Params, on_epoch: EpochHook | None = None) -> dict:
     seed_everything(p.train.seed)
     data = Processed(processed)
     base = build_vgg16_base(data.images.shape[1], p.train.vgg16.weights)
     tr, va = data.rows("train"), data.rows("val")
     f_tr, f_va = cached_features(base, data, tr, p), cached_features(base, data, va, p)
     head = build_image_head(f_tr, p.train.vgg16)
-    with atomic_path(out, is_dir=True) as tmp_out, atomic_path(metrics, is_dir=True) as tmp_metrics:
-        live = _live(tmp_metrics, p, p.train.vgg16.model_dump())
-        summary = fit(head, (f_tr, data.labels[tr]), (f_va, data.labels[va]), p, p.train.vgg16.learning_rate, live)
-        live.end()
-        compose(base, head).save(tmp_out / MODEL_FILE)
-        write_json(tmp_out / "meta.json", {"image_size": int(data.images.shape[1]), "weights": p.train.vgg16.weights})
-    tracking.log_stage("train_vgg16", {"train": p.train.model_dump(exclude={"lstm"})}, metrics, [out / "meta.json"])
+    with atomic_path(out, is_dir=True) as tmp_out:
+        summary = fit(head, (f_tr, data.labels[tr]), (f_va, data.labels[va]), p, p.train.vgg16.learning_rate, on_epoch)
+        compose(base, head).save(tmp_out / paths.MODEL_FILE)
+        write_json(tmp_out / paths.META_FILE, {"image_size": int(data.images.shape[1]), "weights": p.train.vgg16.weights})
     return summary
-
-
-def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> dict:
-    """Fit the fusion on the validation split only, and save it beside the models."""
-    from .predictor import FUSION_FILE, Predictor, batched, load_single_models
-
-    data = Processed(processed)
-    predictor = Predictor(*load_single_models(models), fusion=None)
-    va, tr = data.rows("val"), data.rows("train")
-    p_text = batched(predictor.text_proba, data.tokens, va)
-    p_image = batched(predictor.image_proba, data.images, va)
-    fusion = fit_fusion(p_text, p_image, data.labels[va], p.fuse.method, seed=p.train.seed)
-    mix = np.bincount(data.labels[tr], minlength=NUM_CLASSES) / len(tr)
-    val_accuracy = float((fusion.combine(p_text, p_image).argmax(1) == data.labels[va]).mean())
-    with atomic_path(out, is_dir=True) as tmp:
-        write_json(tmp / FUSION_FILE, {
-            "fusion": fusion.to_dict(),
-            "classes": list(CLASSES),
-            "class_mix": [round(float(m), 6) for m in mix],
-            "val_accuracy": val_accuracy,
-        })
-    tracking.log_stage("fuse", {"fuse": p.fuse.model_dump()}, artifacts=[out])
-    return {"method": fusion.method, "text_weight": fusion.text_weight, "val_accuracy": val_accuracy}
