@@ -1,5 +1,6 @@
 """The DVC experiment queue: two experiments run at once (`dvc queue start -j 2`) in one repository,
-each with its own params and metrics, without clashing over outputs, metrics or caches."""
+each with its own params and metrics, without clashing over outputs, metrics or caches, and each
+tracked in the repository root's MLflow store (not in the throw-away copy it ran in)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from conftest import make_repo, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 EPOCHS = {"one-epoch": 1, "two-epochs": 2}
+MLFLOW_EXPERIMENT = "QueuedFromRootEnv"
 
 
 def queue_done(repo) -> bool:
@@ -33,15 +35,24 @@ def experiments(repo) -> dict[str, dict]:
     return found
 
 
-def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path):
-    repo = make_repo(tmp_path / "repo", {"train": {"patience": 5}})
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory):
+    """A repository after two queued experiments ran; the root's (git-ignored) .env names the experiment."""
+    repo = make_repo(tmp_path_factory.mktemp("queue") / "repo", {"train": {"patience": 5}})
+    (repo / ".env").write_text(f"MLFLOW_EXPERIMENT_NAME={MLFLOW_EXPERIMENT}\n")
+    default_store = {"MLFLOW_TRACKING_URI": "", "MLFLOW_EXPERIMENT_NAME": ""}
     for name, epochs in EPOCHS.items():
-        sh(f"dvc exp run --queue -n {name} -S train.epochs={epochs}", repo)
-    sh("dvc queue start -j 2", repo)
+        sh(f"dvc exp run --queue -n {name} -S train.epochs={epochs}", repo, extra_env=default_store)
+    sh("dvc queue start -j 2", repo, extra_env=default_store)
     deadline = time.monotonic() + 600
     while not queue_done(repo):
         assert time.monotonic() < deadline, sh("dvc queue status", repo).stdout
         time.sleep(3)
+    return repo
+
+
+def test_two_queued_experiments_run_in_parallel_with_their_own_results(queued):
+    repo = queued
     status = sh("dvc queue status", repo).stdout
     found = experiments(repo)
     assert set(found) >= set(EPOCHS), (status, list(found))
@@ -59,3 +70,21 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(tmp_path)
     assert one != two
     # The workspace is untouched by the queue: no experiment's outputs leaked into it.
     assert not (repo / "metrics").exists() and not (repo / "models").exists()
+
+
+def test_queued_experiments_are_tracked_in_the_repository_roots_mlflow_store(queued):
+    from mlflow.tracking import MlflowClient
+
+    store = queued / "mlflow.db"
+    assert store.is_file()
+    assert not list((queued / ".dvc/tmp").rglob("mlflow.db"))
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)  # named by the root's .env
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    tracked = {(r.data.tags.get("dvc.exp_name"), r.data.tags["dvc.stage"]) for r in runs}
+    for name in EPOCHS:
+        for stage in ("train_lstm", "train_vgg16", "fuse", "evaluate"):
+            assert (name, stage) in tracked, (name, stage, sorted(tracked))
+    lstm = next(r for r in runs if r.data.tags.get("dvc.exp_name") == "two-epochs" and r.data.tags["dvc.stage"] == "train_lstm")
+    assert lstm.data.metrics["best/epochs_run"] == 2

@@ -31,12 +31,30 @@ def write_dvclive(folder: Path) -> Path:
 # --- pure parts -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [
-    (None, tracking.DEFAULT_URI), ("none", None), ("OFF", None), ("false", None),
+    (None, "sqlite:///{root}/mlflow.db"), ("none", None), ("OFF", None), ("false", None),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
 ])
 def test_tracking_uri(value, expected, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no .env around
+    expected = expected and expected.format(root=tmp_path.resolve())
     assert tracking.tracking_uri({} if value is None else {"MLFLOW_TRACKING_URI": value}) == expected
+
+
+def test_default_store_and_dotenv_are_the_repository_roots_from_anywhere(monkeypatch, tmp_path):
+    root = tmp_path / "repo"
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".env").write_text("MLFLOW_EXPERIMENT_NAME=FromRoot\n")
+    queued = root / ".dvc/tmp/exps/tmpab12/stages"  # where `dvc exp run --queue` runs a stage
+    queued.mkdir(parents=True)
+    (queued.parent / ".dvc").mkdir()  # the executor's copy is a DVC repository of its own
+    for cwd, environ in ((root / ".dvc", {}), (queued, {}), (queued, {"DVC_ROOT": str(root)}),
+                     (tmp_path, {"DVC_ROOT": str(root)})):
+        monkeypatch.chdir(cwd)
+        assert tracking.repo_root(env=environ) == root.resolve(), cwd
+        assert tracking.default_uri(environ) == f"sqlite:///{root.resolve()}/mlflow.db"
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.chdir(queued)
+    assert tracking.experiment_name({}) == "FromRoot"
 
 
 def test_dotenv_gives_mlflow_settings_only(monkeypatch, tmp_path):

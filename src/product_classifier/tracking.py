@@ -4,8 +4,10 @@ Everything MLflow-related lives here. A stage calls `log_stage(...)` once, after
 written, so tracking reads the same files DVC tracks (dvclive's metrics and plots, models/) and
 can never change or lose them. Settings come from the environment (or `.env`, MLFLOW_* keys only):
 
-- `MLFLOW_TRACKING_URI`: default `sqlite:///mlflow.db` (in the repo root, ignored by git);
-  `none` (or `off`) turns tracking off.
+- `MLFLOW_TRACKING_URI`: default the sqlite store `mlflow.db` in the repository root (ignored by
+  git) whatever the working directory: queued experiments (`dvc exp run --queue`, run in a copy under
+  `.dvc/tmp/exps/`) log there too, found through `DVC_ROOT`; `none` (or `off`) turns tracking off.
+  The `.env` file is read from the repository root as well.
 - `MLFLOW_EXPERIMENT_NAME`: default `ProductCodeClassifier`; also the registered model's name.
 - `MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD`: basic auth (DagsHub: user and token).
 
@@ -29,10 +31,12 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_URI = "sqlite:///mlflow.db"
+STORE_FILE = "mlflow.db"
+DOTENV_FILE = ".env"
 DEFAULT_EXPERIMENT = "ProductCodeClassifier"
 OFF = {"none", "off", "false", "0", "disabled"}
-DOTENV = Path(".env")
+# Where `dvc exp run --queue` / `--temp` runs an experiment: a throw-away copy under the real root.
+EXPS_TMP = (".dvc", "tmp", "exps")
 # An unreachable server must cost seconds, not MLflow's default minutes of retries (7 x 120 s).
 HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -46,8 +50,31 @@ MODEL_ARTIFACT = "model"
 
 # --- settings ------------------------------------------------------------------------------
 
-def dotenv(path: Path = DOTENV) -> dict[str, str]:
-    """MLFLOW_* entries of a `.env` file (written by `make dagshub`); nothing else is read."""
+def repo_root(cwd: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """The repository the user works in, wherever the stage runs.
+
+    DVC sets `DVC_ROOT` for every stage command, and for queued experiments points it at the parent
+    repository, not at the executor's copy in `.dvc/tmp/exps/`. Without DVC (a stage run by hand): the
+    nearest folder above `cwd` holding `.dvc` or `.git`, leaving any `.dvc/tmp/exps/` copy; else `cwd`."""
+    env = os.environ if env is None else env
+    start = Path(env.get("DVC_ROOT") or cwd or Path.cwd()).resolve()
+    parts = start.parts
+    for i in range(len(parts) - len(EXPS_TMP) + 1):
+        if parts[i : i + len(EXPS_TMP)] == EXPS_TMP:
+            return Path(*parts[:i])
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir() or (folder / ".git").exists():
+            return folder
+    return start
+
+
+def default_uri(env: dict[str, str] | None = None) -> str:
+    return f"sqlite:///{repo_root(env=env) / STORE_FILE}"
+
+
+def dotenv(path: Path | None = None) -> dict[str, str]:
+    """MLFLOW_* entries of the root's `.env` file (written by `make dagshub`); nothing else is read."""
+    path = path or repo_root() / DOTENV_FILE
     if not path.is_file():
         return {}
     out = {}
@@ -68,7 +95,7 @@ def setting(name: str, default: str, env: dict[str, str] | None = None) -> str:
 
 def tracking_uri(env: dict[str, str] | None = None) -> str | None:
     """The tracking URI, or None when tracking is off."""
-    uri = setting("MLFLOW_TRACKING_URI", DEFAULT_URI, env)
+    uri = setting("MLFLOW_TRACKING_URI", default_uri(env), env)
     return None if uri.lower() in OFF else uri
 
 
