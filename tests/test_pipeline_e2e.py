@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from conftest import PROJECT, make_repo, sh
+from product_classifier.batch import COLUMNS
+from product_classifier.labels import CLASSES, category
+from product_classifier.paths import MODEL_DIRS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 QUALITY = ("accuracy", "f1_weighted", "f1_macro")
@@ -35,11 +39,42 @@ def test_repro_writes_metrics_for_each_model(tiny_repo):
         assert history[0].split("\t") == ["step", "accuracy"] and len(history) >= 2
 
 
+def curve(repo, stage: str, split: str, metric: str) -> list[float]:
+    rows = (repo / f"metrics/{stage}/plots/metrics/{split}/{metric}.tsv").read_text().splitlines()[1:]
+    return [float(row.split("\t")[1]) for row in rows]
+
+
+@pytest.mark.parametrize("stage", ["train_lstm", "train_vgg16"])
+def test_training_summary_describes_the_restored_best_epoch_not_the_last(tiny_repo, stage):
+    summary = json.loads((tiny_repo / f"metrics/{stage}/metrics.json").read_text())
+    val_loss = curve(tiny_repo, stage, "val", "loss")
+    best = val_loss.index(min(val_loss))
+    assert summary["best"] == {"best_epoch": best + 1, "epochs_run": len(val_loss)}
+    for split in ("train", "val"):
+        for metric in ("loss", "accuracy"):
+            assert summary[split][metric] == pytest.approx(curve(tiny_repo, stage, split, metric)[best]), (split, metric)
+
+
+def test_predict_scores_each_unlabeled_product_once(tiny_repo):
+    products = pd.read_csv(tiny_repo / "data/raw/X_test_update.csv", index_col=0)
+    scored = pd.read_csv(tiny_repo / "data/predictions/predictions.csv")
+    assert list(scored.columns) == list(COLUMNS)
+    assert len(products) > 0 and len(scored) == len(products)
+    assert scored["productid"].tolist() == products["productid"].tolist()
+    assert scored["imageid"].tolist() == products["imageid"].tolist()
+    assert scored["prdtypecode"].isin(CLASSES).all()
+    assert (scored["category"] == scored["prdtypecode"].map(category)).all()
+    assert scored["confidence"].between(0, 1, inclusive="right").all()
+    # Most unlabeled products have a usable image in image_test/: both models scored them.
+    assert scored["modalities"].isin(["text+image", "text", "image"]).all()
+    assert (scored["modalities"] == "text+image").mean() > 0.5
+
+
 def test_second_repro_is_a_no_op_and_status_is_clean(tiny_repo):
     out = sh("dvc repro", tiny_repo).stdout
     assert ran(out) == [] and "Data and pipelines are up to date" in out
     assert "up to date" in sh("dvc status", tiny_repo).stdout
-    for name in ("lstm", "vgg16", "fusion"):
+    for name in MODEL_DIRS:
         assert f"path: models/{name}" in (tiny_repo / "dvc.lock").read_text()
 
 
@@ -61,7 +96,7 @@ def exp_repo(tmp_path_factory):
 
 def test_exp_run_with_new_epochs_reruns_only_training_and_after(exp_repo):
     out = sh("dvc exp run -S train.epochs=1", exp_repo).stdout
-    assert sorted(ran(out)) == ["evaluate", "fuse", "train_lstm", "train_vgg16"]
+    assert sorted(ran(out)) == ["evaluate", "fuse", "predict", "train_lstm", "train_vgg16"]
     diff = sh("dvc metrics diff --md", exp_repo).stdout
     assert "fused.f1_weighted" in diff
     params = sh("dvc params diff --md", exp_repo).stdout
@@ -71,9 +106,11 @@ def test_exp_run_with_new_epochs_reruns_only_training_and_after(exp_repo):
 
 def test_forced_rerun_gives_identical_quality(exp_repo):
     before = quality(exp_repo)
+    predictions = (exp_repo / "data/predictions/predictions.csv").read_bytes()
     out = sh("dvc repro --force", exp_repo).stdout
-    assert len(ran(out)) == 6
+    assert len(ran(out)) == 7
     assert quality(exp_repo) == before
+    assert (exp_repo / "data/predictions/predictions.csv").read_bytes() == predictions
 
 
 def test_default_sample_metrics_show_fusion_beats_each_model():

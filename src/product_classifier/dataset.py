@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -14,15 +15,36 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 
 
+# How every raw CSV is read: unnamed integer index first, texts as strings ("" for empty), ids as integers.
+CSV_OPTIONS = {"index_col": 0, "dtype": {"designation": "string", "description": "string"}, "keep_default_na": False,
+               "na_values": {"productid": [""], "imageid": [""], "prdtypecode": [""]}}
+CSV_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError)
+
+
 def read_csv(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     """Read one raw CSV (first column: unnamed integer index) and check its columns."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
     try:
-        df = pd.read_csv(path, index_col=0, dtype={"designation": "string", "description": "string"},
-                         keep_default_na=False, na_values={"productid": [""], "imageid": [""], "prdtypecode": [""]})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        df = pd.read_csv(path, **CSV_OPTIONS)
+    except CSV_ERRORS as exc:
         raise DataError(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from None
+    return check_frame(df, path, columns)
+
+
+def iter_csv(path: Path, columns: tuple[str, ...], chunksize: int) -> Iterator[pd.DataFrame]:
+    """`read_csv` in chunks of `chunksize` rows, each checked, so a file of any size streams."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with pd.read_csv(path, chunksize=chunksize, **CSV_OPTIONS) as reader:
+            for chunk in reader:
+                yield check_frame(chunk, path, columns)
+    except CSV_ERRORS as exc:
+        raise DataError(f"{path}: malformed CSV ({str(exc).splitlines()[0]})") from None
+
+
+def check_frame(df: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}")

@@ -1,0 +1,77 @@
+"""Batch scoring as a command (`product-classifier-predict CSV IMAGES`): the tiny pipeline's models on
+any products CSV + image folder, one row per product, one-line errors, nothing half-written."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import BIN, sh
+from product_classifier import paths
+from product_classifier.batch import COLUMNS
+
+pytestmark = pytest.mark.slow
+CLI = BIN / "product-classifier-predict"
+
+
+@pytest.fixture(scope="module")
+def products(tiny_repo, tmp_path_factory):
+    """Five unlabeled products of the tiny sample: one image missing, one not an image at all."""
+    home = tmp_path_factory.mktemp("batch")
+    raw = tiny_repo / paths.RAW
+    x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(5)
+    images = home / "images"
+    images.mkdir()
+    for row in x.itertuples():
+        shutil.copy(paths.image_dir(raw, "test") / paths.image_name(row.imageid, row.productid), images)
+    (images / paths.image_name(x.imageid.iloc[1], x.productid.iloc[1])).unlink()
+    (images / paths.image_name(x.imageid.iloc[2], x.productid.iloc[2])).write_bytes(b"not a jpeg")
+    x.to_csv(home / "products.csv")
+    return home, x
+
+
+def run(tiny_repo, *args, check=False):
+    return sh(" ".join([str(CLI), "--models", str(tiny_repo / paths.MODELS), *map(str, args)]), tiny_repo, check=check)
+
+
+def test_scores_every_row_text_alone_without_a_usable_image(tiny_repo, products):
+    home, x = products
+    out = home / "out" / "scored.csv"
+    result = run(tiny_repo, home / "products.csv", home / "images", "-o", out, "--chunk-size", 2, check=True)
+    assert "5 product(s)" in result.stdout
+    scored = pd.read_csv(out)
+    assert list(scored.columns) == list(COLUMNS)
+    assert scored["productid"].tolist() == x["productid"].tolist()
+    assert scored["modalities"].tolist() == ["text+image", "text", "text", "text+image", "text+image"]
+    # The same predictor as the predict stage: same products, same answers, whatever the chunking.
+    staged = pd.read_csv(tiny_repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).set_index("productid")
+    for row in scored[scored["modalities"] == "text+image"].itertuples():
+        assert row.prdtypecode == staged.at[row.productid, "prdtypecode"]
+        assert row.confidence == pytest.approx(staged.at[row.productid, "confidence"], abs=1e-5)
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("missing_column", "missing column(s) imageid"),
+    ("not_csv", "malformed CSV"),
+    ("no_folder", "image folder not found"),
+    ("no_file", "file not found"),
+])
+def test_bad_input_gets_one_line_and_writes_nothing(tiny_repo, products, tmp_path, breakage, message):
+    home, x = products
+    csv, images = tmp_path / "in.csv", home / "images"
+    if breakage == "missing_column":
+        x.drop(columns="imageid").to_csv(csv)
+    elif breakage == "not_csv":
+        csv.write_text(',designation,description,productid,imageid\n0,"unclosed,x,1,2\n')
+    elif breakage == "no_folder":
+        x.to_csv(csv)
+        images = tmp_path / "nowhere"
+    out = tmp_path / "scored.csv"
+    result = run(tiny_repo, csv, images, "-o", out)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.glob("scored*")) == [] and list(tmp_path.glob(".scored*")) == []
