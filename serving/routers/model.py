@@ -1,0 +1,32 @@
+"""`GET /model`: which model answers (version and artifact hashes from dvc.lock), its test metrics, its classes."""
+
+from fastapi import APIRouter, Request
+
+from product_classifier import paths
+from product_classifier.atomic import read_json
+from product_classifier.labels import CLASSES, category
+
+from .. import schemas
+from ..dependencies import Authorized, Service
+from ..errors import AUTH_ERRORS
+from ..service import ModelService
+
+router = APIRouter(tags=["model"])
+EVALUATE_METRICS = paths.METRICS / "evaluate" / paths.METRICS_FILE
+
+
+@router.get("/model", response_model=schemas.ModelInfo, responses=AUTH_ERRORS)
+def model(request: Request, user: Authorized, service: Service):
+    """Which model answers: its version and artifact hashes from `dvc.lock`, its test metrics, its classes."""
+    return {"version": service.version, "artifacts": service.identity.hashes,
+            "fusion": service.predictor.fusion.method, "image_size": service.predictor.image_size,
+            "metrics": request.app.state.evaluate_metrics,
+            "classes": [{"prdtypecode": c, "category": category(c)} for c in CLASSES]}
+
+
+def evaluate_metrics(service: ModelService) -> dict | None:
+    """The evaluate stage's metrics next to the dvc.lock that versions the model, if present."""
+    try:
+        return read_json(service.identity.lock_path.parent / EVALUATE_METRICS)
+    except (OSError, ValueError):
+        return None
