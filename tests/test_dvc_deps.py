@@ -78,7 +78,12 @@ def imported_modules(path: Path) -> set[str]:
 
 def runs(stage: str) -> set[Path]:
     """The stage script and every project module it can run, transitively."""
-    todo, seen = [stage_script(stage)], set()
+    return reachable(stage_script(stage))
+
+
+def reachable(start: Path) -> set[Path]:
+    """`start` and every project module it imports, transitively."""
+    todo, seen = [start], set()
     while todo:
         path = todo.pop()
         if path in seen:
@@ -127,6 +132,16 @@ def test_every_module_a_stage_runs_is_a_dep_and_no_other(stage):
     derived, declared = code_deps(stage), declared_code(stage)
     assert not derived - declared, f"dvc.yaml stage {stage} misses deps: {sorted(derived - declared)}"
     assert not declared - derived, f"dvc.yaml stage {stage} lists modules it never runs: {sorted(declared - derived)}"
+
+
+@pytest.mark.parametrize("module", ["training", "evaluation", "fuse", "preprocess", "predictor", "batch"])
+def test_training_and_evaluation_know_nothing_of_dvc_or_mlflow(module):
+    """The shared library's logic runs without DVC, dvclive or MLflow; the stage scripts wire tracking in."""
+    files = reachable(SRC / PACKAGE / f"{module}.py")
+    names = {name for f in files for name in imported_modules(f)}
+    tracking_names = {n for n in names if n.split(".")[0] in ("dvc", "dvclive", "mlflow", "dagshub")}
+    assert not tracking_names, module
+    assert not {f.stem for f in files} & {"tracking", "live"}, module
 
 
 # --- real DVC: a copy of the reproduced tiny pipeline ------------------------------------------------
