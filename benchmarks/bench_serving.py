@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 
 from common import header, print_table
+from product_classifier import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "bench", secrets.token_urlsafe(16)
@@ -148,7 +149,7 @@ def main() -> None:
 
     header("serving: /predict over HTTP, naive vs compiled vs micro-batched")
     ensure_models()
-    image = next((ROOT / "data" / "raw" / "images" / "image_test").glob("*.jpg")).read_bytes()
+    image = next(paths.image_dir(ROOT / paths.RAW, "test").glob("*.jpg")).read_bytes()
     levels = [int(c) for c in args.clients.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

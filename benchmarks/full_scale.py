@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from common import header, print_table
+from product_classifier import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -120,7 +121,7 @@ def main() -> None:
             rows.append(measure(name, cmd, repo, log))
             print(json.dumps(rows[-1]), flush=True)
         sizes = {f"{p} MiB": du_mb(repo / p) for p in ("data/raw", "data/processed", ".dvc/cache")}
-        images = len(list((repo / "data/raw/images/image_train").iterdir()))
+        images = len(list(paths.image_dir(repo / paths.RAW, "train").iterdir()))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

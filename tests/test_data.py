@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from product_classifier import paths
 from product_classifier.labels import CLASSES, REAL_COUNTS
 from product_classifier.preprocess import Processed
 from product_classifier.text import Vocabulary, clean_text, tokenize
@@ -52,7 +53,7 @@ def test_sample_text_is_messy_like_the_real_one(raw):
 def test_sample_images_are_padded_500px_jpegs(raw):
     x = pd.read_csv(raw / "X_train_update.csv").head(20)
     for row in x.itertuples():
-        with Image.open(raw / f"images/image_train/image_{row.imageid}_product_{row.productid}.jpg") as img:
+        with Image.open(paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)) as img:
             assert img.format == "JPEG" and img.size == (500, 500)
             arr = np.asarray(img)
             assert arr[:5].min() > 200 or arr[:, :5].min() > 200 or arr[-5:].min() > 200  # white padding

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import PROJECT, make_repo, sh
+from product_classifier import paths
 from product_classifier.batch import COLUMNS
 from product_classifier.labels import CLASSES, category
-from product_classifier.paths import MODEL_DIRS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 QUALITY = ("accuracy", "f1_weighted", "f1_macro")
@@ -56,8 +56,8 @@ def test_training_summary_describes_the_restored_best_epoch_not_the_last(tiny_re
 
 
 def test_predict_scores_each_unlabeled_product_once(tiny_repo):
-    products = pd.read_csv(tiny_repo / "data/raw/X_test_update.csv", index_col=0)
-    scored = pd.read_csv(tiny_repo / "data/predictions/predictions.csv")
+    products = pd.read_csv(tiny_repo / paths.RAW / paths.X_TEST, index_col=0)
+    scored = pd.read_csv(tiny_repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE)
     assert list(scored.columns) == list(COLUMNS)
     assert len(products) > 0 and len(scored) == len(products)
     assert scored["productid"].tolist() == products["productid"].tolist()
@@ -74,7 +74,7 @@ def test_second_repro_is_a_no_op_and_status_is_clean(tiny_repo):
     out = sh("dvc repro", tiny_repo).stdout
     assert ran(out) == [] and "Data and pipelines are up to date" in out
     assert "up to date" in sh("dvc status", tiny_repo).stdout
-    for name in MODEL_DIRS:
+    for name in paths.MODEL_DIRS:
         assert f"path: models/{name}" in (tiny_repo / "dvc.lock").read_text()
 
 
@@ -106,11 +106,11 @@ def test_exp_run_with_new_epochs_reruns_only_training_and_after(exp_repo):
 
 def test_forced_rerun_gives_identical_quality(exp_repo):
     before = quality(exp_repo)
-    predictions = (exp_repo / "data/predictions/predictions.csv").read_bytes()
+    predictions = (exp_repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes()
     out = sh("dvc repro --force", exp_repo).stdout
     assert len(ran(out)) == 7
     assert quality(exp_repo) == before
-    assert (exp_repo / "data/predictions/predictions.csv").read_bytes() == predictions
+    assert (exp_repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes() == predictions
 
 
 def test_default_sample_metrics_show_fusion_beats_each_model():

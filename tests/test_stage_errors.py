@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 
 from conftest import PROJECT, env
+from product_classifier import paths
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +48,8 @@ def workdir(tiny_repo, tmp_path):
 
 
 def first_image(raw: Path) -> Path:
-    row = pd.read_csv(raw / "X_train_update.csv", index_col=0).iloc[0]
-    return raw / f"images/image_train/image_{row.imageid}_product_{row.productid}.jpg"
+    row = pd.read_csv(raw / paths.X_TRAIN, index_col=0).iloc[0]
+    return paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
 
 
 def edit_csv(path: Path, fn) -> None:
@@ -58,14 +59,14 @@ def edit_csv(path: Path, fn) -> None:
 
 
 BREAKAGES = {
-    "missing_file": (lambda raw: (raw / "Y_train_CVw08PX.csv").unlink(), ["Y_train_CVw08PX.csv: file not found"]),
-    "malformed_csv": (lambda raw: (raw / "X_train_update.csv").write_text(',designation,description\n0,"unclosed,x\n'),
-                      ["X_train_update.csv: malformed CSV"]),
-    "missing_column": (lambda raw: edit_csv(raw / "X_train_update.csv", lambda df: df.drop(columns="imageid", inplace=True)),
+    "missing_file": (lambda raw: (raw / paths.Y_TRAIN).unlink(), [f"{paths.Y_TRAIN}: file not found"]),
+    "malformed_csv": (lambda raw: (raw / paths.X_TRAIN).write_text(',designation,description\n0,"unclosed,x\n'),
+                      [f"{paths.X_TRAIN}: malformed CSV"]),
+    "missing_column": (lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.drop(columns="imageid", inplace=True)),
                        ["missing column(s) imageid"]),
-    "unknown_label": (lambda raw: edit_csv(raw / "Y_train_CVw08PX.csv", lambda df: df.iloc.__setitem__((3, 0), 9999)),
+    "unknown_label": (lambda raw: edit_csv(raw / paths.Y_TRAIN, lambda df: df.iloc.__setitem__((3, 0), 9999)),
                       ["row 3: unknown prdtypecode 9999"]),
-    "non_integer_id": (lambda raw: edit_csv(raw / "X_train_update.csv", lambda df: df.__setitem__("productid", df["productid"].astype(str).str.replace("^", "p", regex=True))),
+    "non_integer_id": (lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.__setitem__("productid", df["productid"].astype(str).str.replace("^", "p", regex=True))),
                        ["productid must be an integer"]),
     "corrupt_image": (lambda raw: first_image(raw).write_bytes(b"\xff\xd8\xff\xe0 garbage"), ["image_", "bad image(s); set preprocess.skip_bad_images"]),
     "blank_image": (lambda raw: Image.new("RGB", (500, 500), "white").save(first_image(raw)), ["image is blank"]),
@@ -90,7 +91,7 @@ def test_skip_bad_images_drops_the_rows_instead(workdir):
     result = run_stage("preprocess", workdir)
     assert result.returncode == 0, result.stderr
     assert '"dropped": 1' in result.stdout
-    products = pd.read_csv(workdir / "data/processed/products.csv", index_col=0)
+    products = pd.read_csv(workdir / paths.PROCESSED / paths.PRODUCTS_FILE, index_col=0)
     assert products["split"].iloc[0] == "dropped" and (products["split"] != "dropped").sum() == len(products) - 1
 
 
@@ -123,7 +124,7 @@ def test_training_without_preprocessed_data_says_what_to_run(workdir):
 def test_evaluate_without_models_names_the_missing_artifacts(workdir, tiny_repo):
     shutil.copytree(tiny_repo / "data/processed", workdir / "data/processed")
     shutil.copytree(tiny_repo / "models/lstm", workdir / "models/lstm")
-    assert_one_line_error(run_stage("evaluate", workdir), "missing model artifact(s) vgg16/model.keras")
+    assert_one_line_error(run_stage("evaluate", workdir), f"missing model artifact(s) {paths.VGG16}/{paths.MODEL_FILE}")
     assert not (workdir / "metrics").exists()
 
 

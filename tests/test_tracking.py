@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import BIN, env, free_port, make_repo, sh
-from product_classifier import tracking
+from product_classifier import paths, tracking
 
 TRACKED_STAGES = ["evaluate", "fuse", "train_lstm", "train_vgg16"]
 
@@ -217,7 +217,7 @@ def test_repro_logs_runs_and_registers_the_model(tracked_repo, mlflow_server):
     assert lstm.data.params["train.epochs"] == "3" and "train.lstm.units" in lstm.data.params
     history = client.get_metric_history(lstm.info.run_id, "val/accuracy")
     assert [m.step for m in history] == list(range(int(lstm.data.metrics["best/epochs_run"])))
-    assert "artifacts/vocab.json" in [a.path for a in client.list_artifacts(lstm.info.run_id, "artifacts")]
+    assert f"artifacts/{paths.VOCAB_FILE}" in [a.path for a in client.list_artifacts(lstm.info.run_id, "artifacts")]
 
     ev = runs["evaluate"]
     metrics = json.loads((repo / "metrics/evaluate/metrics.json").read_text())
@@ -228,8 +228,8 @@ def test_repro_logs_runs_and_registers_the_model(tracked_repo, mlflow_server):
 
     [version] = client.search_model_versions("name='ProductCodeClassifier'")
     assert version.run_id == ev.info.run_id and version.tags["git.commit"] == commit
-    fusion = client.download_artifacts(ev.info.run_id, "model/fusion/fusion.json", str(repo.parent))
-    assert Path(fusion).read_bytes() == (repo / "models/fusion/fusion.json").read_bytes()
+    fusion = client.download_artifacts(ev.info.run_id, f"model/{paths.FUSION}/{paths.FUSION_FILE}", str(repo.parent))
+    assert Path(fusion).read_bytes() == (repo / paths.MODELS / paths.FUSION / paths.FUSION_FILE).read_bytes()
 
 
 @pytest.mark.e2e

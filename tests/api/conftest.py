@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from product_classifier import paths
 from serving.app import create_app
 from serving.config import load_settings
 
@@ -36,7 +37,7 @@ def jpeg(size=(500, 500), mode="RGB", fmt="JPEG", blank=False, **save) -> bytes:
 
 @pytest.fixture(scope="session")
 def train_images(tiny_repo) -> list[Path]:
-    return sorted((tiny_repo / "data" / "raw" / "images" / "image_train").glob("*.jpg"))
+    return sorted(paths.image_dir(tiny_repo / paths.RAW, "train").glob("*.jpg"))
 
 
 @pytest.fixture(scope="session")

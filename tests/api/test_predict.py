@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from product_classifier import paths
 from product_classifier.labels import CLASSES
 from serving.app import create_app
 from serving.artifacts import verify_artifacts
@@ -191,12 +192,12 @@ def test_model_route(client, auth, tiny_repo):
 def test_no_skew_between_evaluate_and_the_api(client, auth, tiny_repo):
     """Test-split products sent through HTTP get the class and confidence that `evaluate` computed."""
     raw = tiny_repo / "data" / "raw"
-    evaluated = pd.read_csv(tiny_repo / "metrics" / "evaluate" / "predictions.csv")
-    products = pd.read_csv(raw / "X_train_update.csv", index_col=0).set_index("productid")
+    evaluated = pd.read_csv(tiny_repo / paths.METRICS / "evaluate" / paths.PREDICTIONS_FILE)
+    products = pd.read_csv(raw / paths.X_TRAIN, index_col=0).set_index("productid")
     sample = evaluated.sample(n=min(25, len(evaluated)), random_state=0)
     for row in sample.itertuples():
         product = products.loc[row.productid]
-        image = raw / "images" / "image_train" / f"image_{row.imageid}_product_{row.productid}.jpg"
+        image = paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
         form = {"designation": product.designation}
         if isinstance(product.description, str):
             form["description"] = product.description
@@ -211,7 +212,7 @@ def test_startup_fails_fast_when_artifacts_do_not_match_dvc_lock(tmp_path, tiny_
     copy.mkdir()
     shutil.copy(tiny_repo / "dvc.lock", copy / "dvc.lock")
     shutil.copytree(tiny_repo / "models", copy / "models")
-    fusion = copy / "models" / "fusion" / "fusion.json"
+    fusion = copy / paths.MODELS / paths.FUSION / paths.FUSION_FILE
     fusion.write_text(fusion.read_text().replace("}", " }", 1))
     with pytest.raises(Exception, match="does not match"), TestClient(create_app(settings_for(copy / "models", tmp_path))):
         pass

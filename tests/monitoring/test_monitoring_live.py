@@ -30,6 +30,7 @@ from monitoring_helpers import (
 )
 
 from conftest import free_port, process, wait_until_up
+from product_classifier import paths
 
 pytestmark = [
     pytest.mark.slow,
@@ -97,7 +98,7 @@ def send_traffic(base: str, images: list[Path]) -> int:
 @pytest.fixture(scope="module")
 def prometheus(tiny_repo, tmp_path_factory) -> Prometheus:
     tmp = tmp_path_factory.mktemp("monitoring-live")
-    images = sorted((tiny_repo / "data" / "raw" / "images" / "image_train").glob("*.jpg"))[:3]
+    images = sorted(paths.image_dir(tiny_repo / paths.RAW, "train").glob("*.jpg"))[:3]
     assert images, "the tiny pipeline left no training images"
     serving_port, node_port, prometheus_port = free_port(), free_port(), free_port()
     serving = f"http://127.0.0.1:{serving_port}"
