@@ -26,7 +26,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import yaml
@@ -255,6 +255,26 @@ class Tracker:
         print(f"MLflow: registered model {self.experiment} version {version.version}", file=self.out)
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """One writer at a time on a local sqlite store: experiments queued with `dvc queue start -j 2` share
+    the root's `mlflow.db`, and two processes creating its tables at once collide (alembic's
+    `table _alembic_tmp_experiments already exists`). Remote stores serialize on their own."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def log_stage(stage: str, params: dict, metrics: Path | None = None, artifacts: Iterable[Path] = (),
               model: Path | None = None, out=None) -> bool:
     """Log one stage's run: params, per-epoch and final metrics, metric files and plots, artifacts;
@@ -264,7 +284,8 @@ def log_stage(stage: str, params: dict, metrics: Path | None = None, artifacts: 
     if uri is None:
         return False
     try:
-        return _log_stage(Tracker(uri, experiment_name(), out), stage, params, metrics, artifacts, model)
+        with store_lock(uri):
+            return _log_stage(Tracker(uri, experiment_name(), out), stage, params, metrics, artifacts, model)
     except Exception as exc:  # noqa: BLE001 - say, an unreadable metrics file: still never fail the stage
         print(f"warning: MLflow tracking skipped for stage {stage} ({type(exc).__name__}: {exc}); nothing logged.",
               file=out or sys.stderr, flush=True)
