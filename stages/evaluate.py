@@ -9,7 +9,7 @@ def main(p):
     from product_classifier import live, tracking
     from product_classifier.evaluation import evaluate
 
-    metrics = paths.METRICS / "evaluate"
+    metrics = paths.EVALUATION
     result = evaluate(paths.PROCESSED, paths.RAW, paths.MODELS, p)
     with live.recorder(metrics) as rec:
         live.record_evaluation(rec, result)

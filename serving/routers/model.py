@@ -12,7 +12,7 @@ from ..errors import AUTH_ERRORS
 from ..service import ModelService
 
 router = APIRouter(tags=["model"])
-EVALUATE_METRICS = paths.METRICS / "evaluate" / paths.METRICS_FILE
+EVALUATE_METRICS = paths.EVALUATION / paths.METRICS_FILE
 
 
 @router.get("/model", response_model=schemas.ModelInfo, responses=AUTH_ERRORS)

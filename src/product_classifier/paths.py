@@ -33,6 +33,7 @@ FUSION_FILE = "fusion.json"
 
 # metrics/<stage>/ and batch scoring
 METRICS_FILE = "metrics.json"
+EVALUATION = METRICS / "evaluate"  # the evaluate stage's metrics, which serving reports too
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS = Path("data/predictions")
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from . import paths
+
 STORE_FILE = "mlflow.db"
 DOTENV_FILE = ".env"
 DEFAULT_EXPERIMENT = "ProductCodeClassifier"
@@ -44,7 +46,7 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 # Which dvc.lock outputs identify the data a run saw.
-DATA_OUTS = {"download": "data/raw", "preprocess": "data/processed"}
+DATA_OUTS = {"download": paths.RAW.as_posix(), "preprocess": paths.PROCESSED.as_posix()}
 MODEL_ARTIFACT = "model"
 
 
