@@ -16,6 +16,7 @@ from typing import Any
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, mode: int = 0o644) -> Iterator[Path]:
     """Yield a temporary sibling of `target`; rename it over `target` only on success (a file gets `mode`)."""
     target = Path(target)
+    created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.tmp-"
     if is_dir:
@@ -28,6 +29,9 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, mode: int = 
         yield tmp
     except BaseException:
         _remove(tmp)
+        for folder in created:  # a failed write leaves no trace, not even an empty parent folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     if target.is_dir() and not target.is_symlink():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
