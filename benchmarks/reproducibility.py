@@ -17,13 +17,16 @@ Not a `bench_*` script, so `make bench` skips it. Figures: docs/reproducibility.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -50,6 +53,23 @@ def environment(clone: Path) -> dict[str, str]:
     return env
 
 
+def model_contents(clone: Path) -> dict[str, str]:
+    """sha256 of each saved model's contents: the .keras zip's weights and config, without what changes
+    from one save to the next whatever the model: the zip's entry dates, `metadata.json` (the date
+    saved) and the config's `shared_object_id`s (Python object addresses)."""
+    digests = {}
+    for archive in sorted((clone / "models").glob("*/model.keras")):
+        h = hashlib.sha256()
+        with zipfile.ZipFile(archive) as zf:
+            for name in sorted(n for n in zf.namelist() if n != "metadata.json"):
+                data = zf.read(name)
+                if name == "config.json":
+                    data = re.sub(rb'"shared_object_id": \d+', b'"shared_object_id": 0', data)
+                h.update(name.encode() + b"\0" + data)
+        digests[f"{archive.parent.relative_to(clone).as_posix()} contents"] = h.hexdigest()
+    return digests
+
+
 def run_variant(name: str, rev: str, home: Path) -> dict:
     where, command, prefix = VARIANTS[name]
     clone = home / where
@@ -64,6 +84,7 @@ def run_variant(name: str, rev: str, home: Path) -> dict:
         raise SystemExit(f"{name}: `{command}` failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
     outs = {o["path"]: o["md5"] for stage in lock.values() for o in stage.get("outs", []) if not o["path"].startswith("metrics")}
+    outs.update(model_contents(clone))
     metrics = json.loads((clone / "metrics/evaluate/metrics.json").read_text())
     return {"variant": name, "path": str(clone), "command": " ".join([*prefix, command]), "seconds": round(took, 1),
             "outs": outs, "quality": {m: {k: metrics[m][k] for k in QUALITY} for m in MODELS}}
