@@ -44,7 +44,6 @@ class PreprocessParams(_Strict):
     max_len: int = Field(48, ge=4, le=1024)
     val_size: float = Field(0.15, gt=0, lt=0.5)
     test_size: float = Field(0.15, gt=0, lt=0.5)
-    skip_bad_images: bool = False
     workers: int = Field(0, ge=0, description="image decoding processes; 0 = one per core")
 
 

@@ -125,7 +125,7 @@ def train_vgg16(processed: Path, out: Path, metrics: Path, p: Params) -> dict:
     seed_everything(p.train.seed)
     data = Processed(processed)
     base = build_vgg16_base(data.images.shape[1], p.train.vgg16.weights)
-    tr, va = data.rows("train"), data.rows("val")
+    tr, va = data.rows("train", with_image=True), data.rows("val", with_image=True)
     f_tr, f_va = cached_features(base, data, tr, p), cached_features(base, data, va, p)
     head = build_image_head(f_tr, p.train.vgg16)
     with atomic_path(out, is_dir=True) as tmp_out, atomic_path(metrics, is_dir=True) as tmp_metrics:
@@ -144,7 +144,8 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
 
     data = Processed(processed)
     predictor = Predictor(*load_single_models(models), fusion=None)
-    va, tr = data.rows("val"), data.rows("train")
+    # Fitted where it is used: products with both a usable text and a usable image.
+    va, tr = data.rows("val", with_image=True, with_text=True), data.rows("train")
     p_text = batched(predictor.text_proba, data.tokens, va)
     p_image = batched(predictor.image_proba, data.images, va)
     fusion = fit_fusion(p_text, p_image, data.labels[va], p.fuse.method, seed=p.train.seed)
