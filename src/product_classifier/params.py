@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ParamError
 
-DATA_FILES = ("X_train_update.csv", "Y_train_CVw08PX.csv", "X_test_update.csv", "images.zip")
+DATA_FILES = ("X_train_update.csv", "Y_train_CVw08PX.csv", "X_test_update.csv")
 
 
 class _Strict(BaseModel):
@@ -26,6 +26,9 @@ class DataParams(_Strict):
         "ml-datasets-image-rakuten-ecommerce/resolve/main/"
     )
     files: tuple[str, ...] = DATA_FILES
+    # The image archive: `images_low.zip` (what the original project downloads: image_train/ at its
+    # root, plus __MACOSX/ junk) or `images.zip` (the same folders under images/).
+    image_archive: str = Field("images_low.zip", pattern=r"^[^/\\]+\.zip$")
     # Optional "file name -> sha256" pins checked after download.
     sha256: dict[str, str] = Field(default_factory=dict)
 
