@@ -191,14 +191,6 @@ def test_416_completes_a_full_part_and_restarts_a_wrong_one(server, tmp_path):
     assert [r for n, r in Handler.log if n == "b.bin"] == [f"bytes={len(BLOB) + 4}-", None]
 
 
-def _zip(entries: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in entries.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 # The two layouts of the challenge's image archive: images_low.zip (what the original project
 # downloads, folders at the root, made on a Mac) and images.zip (folders under images/).
 LAYOUTS = {
