@@ -49,8 +49,10 @@ class PredictionBody(BaseModel):
     category: str = Field(description="Approximate category name of `prdtypecode`.")
     confidence: float = Field(ge=0, le=1, description="Probability of the predicted code.")
     top_k: list[ClassScore] = Field(description="The most probable codes, most probable first.")
-    modalities: list[str] = Field(description="Inputs the prediction used: `text`, and `image` when an image was "
-                                               "given and usable (a missing or blank image means text alone).")
+    modalities: list[str] = Field(description="Inputs the prediction used: `text` when the text has a usable word, "
+                                               "`image` when an image was given and usable (a missing or blank image "
+                                               "means text alone; text with no usable word, image alone; neither: "
+                                               "empty, the model's answer to unknown text).")
     productid: int | None = Field(None, description="Echo of the product id sent, if any.")
     imageid: int | None = Field(None, description="Echo of the image id sent, if any.")
 

@@ -44,7 +44,7 @@ class ModelService:
         return self.identity.version
 
     def prepare(self, product: Product) -> Prepared:
-        """The shared preprocessing (raises TextError / ImageError)."""
+        """The shared preprocessing (raises ImageError for an unreadable image)."""
         with self.metrics.inference_seconds.labels(stage="preprocess").time():
             return self.predictor.prepare(product)
 

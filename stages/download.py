@@ -7,6 +7,7 @@ from product_classifier.cli import stage
 
 @stage
 def main(p):
+    summary = {"source": p.data.source}
     with atomic_path(paths.RAW, is_dir=True) as tmp:
         if p.data.source == "sample":
             from product_classifier.sample import generate
@@ -15,8 +16,9 @@ def main(p):
         else:
             from product_classifier.download import download_all
 
-            download_all(p.data.url, p.data.files, paths.DOWNLOAD_CACHE, tmp, p.data.sha256)
-    return {"source": p.data.source}
+            summary |= download_all(p.data.url, p.data.files, p.data.image_archive, paths.DOWNLOAD_CACHE, tmp,
+                                    p.data.sha256)
+    return summary
 
 
 if __name__ == "__main__":

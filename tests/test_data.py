@@ -7,12 +7,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+import yaml
+from PIL import ExifTags, Image, ImageOps
 
-from product_classifier import paths
+from product_classifier import paths, sample
+from product_classifier.errors import ImageError
+from product_classifier.images import is_blank, load_image
 from product_classifier.labels import CLASSES, REAL_COUNTS
 from product_classifier.preprocess import Processed
-from product_classifier.text import Vocabulary, clean_text, tokenize
+from product_classifier.text import OOV, Vocabulary, clean_text, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +29,8 @@ def processed(tiny_repo):
 
 
 def test_raw_files_have_the_real_schema(raw):
-    x = pd.read_csv(raw / "X_train_update.csv", keep_default_na=False)
-    y = pd.read_csv(raw / "Y_train_CVw08PX.csv")
+    x = pd.read_csv(raw / paths.X_TRAIN, keep_default_na=False)
+    y = pd.read_csv(raw / paths.Y_TRAIN)
     assert list(x.columns) == ["Unnamed: 0", "designation", "description", "productid", "imageid"]
     assert list(y.columns) == ["Unnamed: 0", "prdtypecode"]
     assert (x["Unnamed: 0"] == y["Unnamed: 0"]).all()
@@ -36,13 +39,13 @@ def test_raw_files_have_the_real_schema(raw):
 
 
 def test_sample_keeps_the_real_label_set_and_mix(raw):
-    counts = pd.read_csv(raw / "Y_train_CVw08PX.csv")["prdtypecode"].value_counts()
+    counts = pd.read_csv(raw / paths.Y_TRAIN)["prdtypecode"].value_counts()
     assert set(counts.index) == set(CLASSES)
     assert counts.idxmax() == max(REAL_COUNTS, key=REAL_COUNTS.get)  # 2583 pool equipment is the largest
 
 
 def test_sample_text_is_messy_like_the_real_one(raw):
-    x = pd.read_csv(raw / "X_train_update.csv", keep_default_na=False)
+    x = pd.read_csv(raw / paths.X_TRAIN, keep_default_na=False)
     empty = (x["description"] == "").mean()
     assert 0.25 < empty < 0.45
     text = " ".join(x["designation"]) + " ".join(x["description"])
@@ -50,13 +53,110 @@ def test_sample_text_is_messy_like_the_real_one(raw):
         assert marker in text, marker
 
 
-def test_sample_images_are_padded_500px_jpegs(raw):
-    x = pd.read_csv(raw / "X_train_update.csv").head(20)
-    for row in x.itertuples():
-        with Image.open(paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)) as img:
+def image_path(raw, row):
+    return paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
+
+
+def test_sample_images_are_padded_500px_jpegs(raw, x_train, image_kinds):
+    for row in x_train.itertuples():
+        if "unreadable" in image_kinds[row.Index]:
+            continue
+        with Image.open(image_path(raw, row)) as img:
             assert img.format == "JPEG" and img.size == (500, 500)
-            arr = np.asarray(img)
+            arr = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
             assert arr[:5].min() > 200 or arr[:, :5].min() > 200 or arr[-5:].min() > 200  # white padding
+
+
+# --- the rows the real catalogue has and the code must survive (sample.TEXT_QUIRKS, IMAGE_QUIRKS) ---
+SCRIPTS = {"cyrillic": "[\u0400-\u04ff]", "greek": "[\u0370-\u03ff]", "cjk": "[\u4e00-\u9fff]"}
+
+
+@pytest.fixture(scope="module")
+def x_train(raw):
+    return pd.read_csv(raw / paths.X_TRAIN, index_col=0, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def image_kinds(raw, x_train):
+    """Per row: how its JPEG is stored, and whether the shared decoder finds a usable image in it."""
+    kinds = {}
+    for row in x_train.itertuples():
+        path = image_path(raw, row)
+        try:
+            usable = not is_blank(load_image(path, 32))
+        except ImageError:
+            kinds[row.Index] = {"unreadable"}
+            continue
+        with Image.open(path) as img:
+            kinds[row.Index] = {img.mode, "progressive" if img.info.get("progressive") else "baseline",
+                                "rotated" if img.getexif().get(ExifTags.Base.Orientation, 1) != 1 else "upright",
+                                "usable" if usable else "blank"}
+    return kinds
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_sample_has_titles_in_other_scripts_that_clean_to_words(x_train, script):
+    titles = x_train["designation"][x_train["designation"].str.contains(SCRIPTS[script])]
+    assert len(titles) >= 2
+    assert all(clean_text(t) for t in titles)
+
+
+def test_sample_has_ligatures_and_mojibake(x_train):
+    text = " ".join(x_train["designation"]) + " ".join(x_train["description"])
+    for marker in ("œ", "æ", "ß", "Ã©"):
+        assert marker in text, marker
+    assert "coeur" in clean_text("cœur") and any("oeuvres" in clean_text(d) for d in x_train["designation"] if "œuvres" in d)
+
+
+def test_sample_has_products_with_no_usable_word(x_train):
+    none = [(d, s) for d, s in zip(x_train["designation"], x_train["description"], strict=True) if not clean_text(d, s)]
+    assert len(none) >= 2 and all(d.strip() for d, _ in none)  # a title is there, but no word in it
+
+
+def test_sample_has_empty_whitespace_only_and_very_long_descriptions(x_train):
+    description = x_train["description"]
+    assert (description == "").sum() >= 2
+    assert ((description != "") & (description.str.strip() == "")).sum() >= 2
+    assert (description.str.len() > 3000).sum() >= 2
+
+
+@pytest.mark.parametrize("kind", ["blank", "unreadable", "CMYK", "L", "progressive", "rotated"])
+def test_sample_has_awkward_images(image_kinds, kind):
+    assert sum(kind in k for k in image_kinds.values()) >= 2, kind
+
+
+def test_exif_rotated_sample_images_decode_upright(tiny_repo, raw, x_train, image_kinds):
+    """The shared decoder turns a sideways photo upright: it matches the photo as drawn."""
+    seed = yaml.safe_load((tiny_repo / "params.yaml").read_text())["data"]["seed"]
+    labels = pd.read_csv(raw / paths.Y_TRAIN, index_col=0)["prdtypecode"]
+    rotated = [i for i, k in image_kinds.items() if "rotated" in k]
+    for index in rotated[:2]:
+        row = x_train.loc[index]
+        drawn = sample.make_image(int(labels[index]), np.random.default_rng([seed, int(index), 1])).resize((32, 32))
+        decoded = load_image(paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid), 32)
+        sideways = np.asarray(drawn.transpose(Image.Transpose.ROTATE_90), dtype=float)
+        assert np.abs(decoded - np.asarray(drawn, dtype=float)).mean() < np.abs(decoded - sideways).mean()
+
+
+def test_preprocess_keeps_every_row_and_flags_unusable_inputs(processed, x_train, image_kinds):
+    df = processed.products
+    assert len(df) == len(x_train) and set(df["split"]) == {"train", "val", "test"}
+    unusable = {i for i, k in image_kinds.items() if k & {"blank", "unreadable"}}
+    assert set(df.index[~df["has_image"].to_numpy(dtype=bool)]) == unusable
+    no_text = {i for i, d, s in zip(x_train.index, x_train["designation"], x_train["description"], strict=True)
+               if not clean_text(d, s)}
+    assert set(df.index[~df["has_text"].to_numpy(dtype=bool)]) == no_text
+    assert (processed.tokens[~df["has_text"].to_numpy(dtype=bool), 0] == OOV).all()
+
+
+def test_evaluate_scores_every_test_product(tiny_repo, processed):
+    metrics = json.loads((tiny_repo / "metrics/evaluate/metrics.json").read_text())
+    df = processed.products[processed.products["split"] == "test"]
+    assert metrics["test_size"] == len(df)
+    assert metrics["without_image"] == int((~df["has_image"].astype(bool)).sum())
+    assert metrics["without_text"] == int((~df["has_text"].astype(bool)).sum())
+    predictions = pd.read_csv(tiny_repo / "metrics/evaluate/predictions.csv", keep_default_na=False)
+    assert len(predictions) == len(df) and set(predictions["modalities"]) <= {"text+image", "text", "image", ""}
 
 
 def test_splits_are_disjoint_and_stratified(processed):

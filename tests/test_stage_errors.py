@@ -68,9 +68,7 @@ BREAKAGES = {
                       ["row 3: unknown prdtypecode 9999"]),
     "non_integer_id": (lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.__setitem__("productid", df["productid"].astype(str).str.replace("^", "p", regex=True))),
                        ["productid must be an integer"]),
-    "corrupt_image": (lambda raw: first_image(raw).write_bytes(b"\xff\xd8\xff\xe0 garbage"), ["image_", "bad image(s); set preprocess.skip_bad_images"]),
-    "blank_image": (lambda raw: Image.new("RGB", (500, 500), "white").save(first_image(raw)), ["image is blank"]),
-    "missing_image": (lambda raw: first_image(raw).unlink(), ["file not found"]),
+    "no_image_at_all": (lambda raw: shutil.rmtree(raw / "images"), ["no usable image among", "file not found"]),
 }
 
 
@@ -83,16 +81,28 @@ def test_preprocess_rejects_bad_input(workdir, case):
     assert not (workdir / "data/processed").exists() and no_leftovers(workdir)
 
 
-def test_skip_bad_images_drops_the_rows_instead(workdir):
-    first_image(workdir / "data/raw").write_bytes(b"garbage")
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["preprocess"]["skip_bad_images"] = True
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+BAD_ROWS = {
+    "corrupt_image": lambda raw: first_image(raw).write_bytes(b"\xff\xd8\xff\xe0 garbage"),
+    "blank_image": lambda raw: Image.new("RGB", (500, 500), "white").save(first_image(raw)),
+    "missing_image": lambda raw: first_image(raw).unlink(),
+    "no_usable_word": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), [" 🎁 !! ", " "])),
+    "empty_text": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), ["", ""])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_one_bad_row_is_kept_and_counted(workdir, case):
+    """A row whose image or text is unusable stays in its split (scored from the other input), and is counted."""
+    before = pd.read_csv(workdir / paths.RAW / paths.X_TRAIN, index_col=0)
+    BAD_ROWS[case](workdir / "data/raw")
     result = run_stage("preprocess", workdir)
     assert result.returncode == 0, result.stderr
-    assert '"dropped": 1' in result.stdout
     products = pd.read_csv(workdir / paths.PROCESSED / paths.PRODUCTS_FILE, index_col=0)
-    assert products["split"].iloc[0] == "dropped" and (products["split"] != "dropped").sum() == len(products) - 1
+    assert len(products) == len(before) and set(products["split"]) == {"train", "val", "test"}
+    column = "has_text" if case in ("no_usable_word", "empty_text") else "has_image"
+    assert not products[column].iloc[0]
+    counted = "without_text" if column == "has_text" else "without_image"
+    assert f'"{counted}": {int((~products[column]).sum())}' in result.stdout
 
 
 @pytest.mark.parametrize(

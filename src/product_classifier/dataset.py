@@ -71,9 +71,7 @@ def read_products(raw: Path) -> pd.DataFrame:
             f"{paths.Y_TRAIN}: row {row}: unknown prdtypecode {y.at[row, 'prdtypecode']} "
             f"({int(unknown.sum())} such rows; expected one of the {len(CLASSES)} known codes)"
         )
-    empty = x["designation"].str.strip() == ""
-    if empty.any():
-        raise DataError(f"{paths.X_TRAIN}: row {x.index[empty.to_numpy()][0]}: empty designation")
+    # An empty designation is kept: like any text with no usable word, it is scored from the image.
     df = x.join(y)
     df["label"] = df["prdtypecode"].map(INDEX).astype("int16")
     folder = paths.image_dir(raw, "train")

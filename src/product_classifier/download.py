@@ -1,13 +1,22 @@
-"""Fetch the real Rakuten files over HTTP: retries, resume, progress bars, atomic renames."""
+"""Fetch the real Rakuten files over HTTP: retries, resume, progress bars, atomic renames.
+
+Each file is checked against the size the server announces (`Content-Length`, `Content-Range`)
+and, where `data.sha256` pins one, its sha256. A partial `.part` file resumes with a Range
+request guarded by `If-Range` (the ETag, else Last-Modified, saved beside it), so a file that
+changed on the server restarts from zero instead of being spliced. The image archive is laid out
+as `images/image_{train,test}/` whether it holds those folders at its root (the original
+project's `images_low.zip`) or under `images/`; macOS junk (`__MACOSX/`, `._*`) is skipped.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import sys
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -60,24 +69,57 @@ def fetch(url: str, dest: Path, *, http: requests.Session | None = None, sha256:
         except _Interrupted as exc:
             if attempt == attempts:
                 raise DownloadError(f"{url}: {exc}; run again to resume") from None
-    _verify(part, sha256)
+    _verify(part, sha256, dest.name)
     os.replace(part, dest)
+    _validator_file(part).unlink(missing_ok=True)
     return dest
+
+
+def _validator_file(part: Path) -> Path:
+    """Where the ETag (or Last-Modified) of the version a `.part` file holds is kept."""
+    return part.with_name(part.name + ".etag")
+
+
+def _validator(resp: requests.Response) -> str | None:
+    etag = resp.headers.get("ETag")
+    return etag if etag and not etag.startswith("W/") else resp.headers.get("Last-Modified")
+
+
+def _restart(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator_file(part).unlink(missing_ok=True)
+
+
+_CONTENT_RANGE = re.compile(r"bytes (?:\d+-\d+|\*)/(\d+)")
+
+
+def _total_size(resp: requests.Response) -> int | None:
+    """The whole file's size from `Content-Range` (206, 416), if the server says it."""
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+    return int(match[1]) if match else None
 
 
 def _fetch_once(http: requests.Session, url: str, part: Path, timeout: float) -> None:
     have = part.stat().st_size if part.exists() else 0
+    validator = _validator_file(part).read_text() if have and _validator_file(part).exists() else None
     headers = {"Range": f"bytes={have}-"} if have else {}
+    if validator:
+        headers["If-Range"] = validator
     try:
         with http.get(url, headers=headers, stream=True, timeout=timeout) as resp:
-            if resp.status_code == 416:  # the part file is already complete
-                return
+            if resp.status_code == 416:  # nothing left past `have`: complete only if the sizes agree
+                if _total_size(resp) == have:
+                    return
+                _restart(part)
+                raise _Interrupted(f"the server has {_total_size(resp)} bytes, the partial file {have}: restarting")
             if resp.status_code == 404:
-                raise DownloadError(f"{url}: not found (404); check data.url and data.files in params.yaml")
+                raise DownloadError(f"{url}: not found (404); check data.url, data.files and data.image_archive in params.yaml")
             resp.raise_for_status()
-            if have and resp.status_code != 206:  # server ignored Range: start over
+            if have and resp.status_code != 206:  # Range ignored, or the file changed (If-Range): start over
                 have = 0
             expected = _expected_size(resp, have)
+            if (val := _validator(resp)) is not None:
+                _validator_file(part).write_text(val)
             with open(part, "ab" if have else "wb") as fh, tqdm(
                 total=expected, initial=have, unit="B", unit_scale=True, desc=part.name[:-5],
                 disable=None, file=sys.stderr,
@@ -95,16 +137,23 @@ def _fetch_once(http: requests.Session, url: str, part: Path, timeout: float) ->
             f"cannot reach {url} ({type(exc).__name__}); check the network, or set data.source: sample"
         ) from None
     got = part.stat().st_size
-    if expected is not None and got != expected:
+    if expected is not None and got < expected:
         raise _Interrupted(f"got {got} of {expected} bytes")
+    if expected is not None and got > expected:  # more than announced: not the file we think it is
+        _restart(part)
+        raise _Interrupted(f"got {got} bytes where the server announced {expected}: restarting")
 
 
 def _expected_size(resp: requests.Response, have: int) -> int | None:
+    if resp.status_code == 206 and (total := _total_size(resp)) is not None:
+        return total
     length = resp.headers.get("Content-Length")
+    if resp.headers.get("Content-Encoding") not in (None, "identity"):  # the length of the encoded body
+        return None
     return have + int(length) if length is not None and length.isdigit() else None
 
 
-def _verify(path: Path, sha256: str | None) -> None:
+def _verify(path: Path, sha256: str | None, name: str | None = None) -> None:
     if not sha256:
         return
     digest = hashlib.sha256()
@@ -112,33 +161,62 @@ def _verify(path: Path, sha256: str | None) -> None:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)
     if digest.hexdigest() != sha256.lower():
-        path.unlink()
-        raise DownloadError(f"{path.name}: sha256 mismatch (expected {sha256}); the file was removed, run again")
+        _restart(path)
+        raise DownloadError(f"{name or path.name}: sha256 mismatch (expected {sha256}); the file was removed, run again")
 
 
-def download_all(url: str, files: tuple[str, ...], cache: Path, out: Path, sha256: dict[str, str]) -> None:
-    """Fetch `files` into the resumable `cache`, then lay them out in `out` as the real data is."""
+def download_all(url: str, files: tuple[str, ...], image_archive: str, cache: Path, out: Path,
+                 sha256: dict[str, str]) -> dict:
+    """Fetch `files` and the image archive into the resumable `cache`, then lay them out in `out`
+    as the real data is; returns how many images were extracted and how many junk entries skipped."""
     http = session()
-    for name in files:
+    for name in (*files, image_archive):
         fetch(url + name, cache / name, http=http, sha256=sha256.get(name))
     for name in files:
-        src = cache / name
-        if name.endswith(".zip"):
-            _extract(src, out)
-        else:
-            shutil.copyfile(src, out / name)
-    if not paths.image_dir(out).is_dir():
-        raise DataError(f"{paths.IMAGES_ZIP} did not contain images/image_train/")
+        shutil.copyfile(cache / name, out / name)
+    return extract_images(cache / image_archive, out)
 
 
-def _extract(archive: Path, out: Path) -> None:
+IMAGE_FOLDERS = ("image_train", "image_test")
+
+
+def image_member(name: str) -> PurePosixPath | None:
+    """Where an archive entry goes under `images/`, or None for folders, macOS junk and other files.
+
+    Accepts `image_train/...` at the root (images_low.zip), `images/image_train/...` (images.zip)
+    or any other prefix before the `image_train` / `image_test` folder."""
+    parts = PurePosixPath(name).parts
+    if not parts or name.endswith("/") or "__MACOSX" in parts or parts[-1].startswith("."):  # ._*, .DS_Store
+        return None
+    for i, part in enumerate(parts[:-1]):
+        if part in IMAGE_FOLDERS:
+            return PurePosixPath(*parts[i:])
+    return None
+
+
+def extract_images(archive: Path, out: Path) -> dict:
+    images = paths.image_dir(out, "train").parent  # data/raw/images/
+    counts = {"images": 0, "skipped": 0}
     try:
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.infolist():
-                target = (out / member.filename).resolve()
-                if not target.is_relative_to(out.resolve()):
+            members = zf.infolist()
+            for member in members:
+                name = PurePosixPath(member.filename)
+                if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
                     raise DataError(f"{archive.name}: unsafe path {member.filename!r} in archive")
-            zf.extractall(out)
+            for member in members:
+                target = image_member(member.filename)
+                if target is None:
+                    counts["skipped"] += not member.is_dir()
+                    continue
+                dest = images / target
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(member) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                counts["images"] += 1
     except zipfile.BadZipFile:
         archive.unlink()
         raise DataError(f"{archive.name} is not a valid zip file; it was removed, run again") from None
+    if not paths.image_dir(out, "train").is_dir():
+        raise DataError(f"{archive.name} holds no image_train/ folder (expected at its root or under images/)")
+    return counts

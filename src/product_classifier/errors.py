@@ -19,9 +19,5 @@ class ImageError(DataError):
     """An image cannot be decoded or is unusable."""
 
 
-class TextError(DataError):
-    """A text field is unusable."""
-
-
 class DownloadError(UserError):
     """A remote file cannot be fetched."""

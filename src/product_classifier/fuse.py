@@ -19,7 +19,8 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
     """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`."""
     data = Processed(processed)
     predictor = Predictor(*load_single_models(models), fusion=None)
-    va, tr = data.rows("val"), data.rows("train")
+    # Fitted where it is used: products with both a usable text and a usable image.
+    va, tr = data.rows("val", with_image=True, with_text=True), data.rows("train")
     p_text = batched(predictor.text_proba, data.tokens, va)
     p_image = batched(predictor.image_proba, data.images, va)
     fusion = fit_fusion(p_text, p_image, data.labels[va], p.fuse.method, seed=p.train.seed)

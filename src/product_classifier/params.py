@@ -12,7 +12,7 @@ from . import paths
 from .backend import BACKENDS
 from .errors import ParamError
 
-DATA_FILES = (paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST, paths.IMAGES_ZIP)
+DATA_FILES = (paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST)
 Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 
 
@@ -29,6 +29,9 @@ class DataParams(_Strict):
         "ml-datasets-image-rakuten-ecommerce/resolve/main/"
     )
     files: tuple[str, ...] = DATA_FILES
+    # The image archive: `images_low.zip` (what the original project downloads: image_train/ at its
+    # root, plus __MACOSX/ junk) or `images.zip` (the same folders under images/).
+    image_archive: str = Field("images_low.zip", pattern=r"^[^/\\]+\.zip$")
     # Optional "file name -> sha256" pins checked after download.
     sha256: dict[str, str] = Field(default_factory=dict)
 
@@ -47,7 +50,6 @@ class PreprocessParams(_Strict):
     max_len: int = Field(48, ge=4, le=1024)
     val_size: float = Field(0.15, gt=0, lt=0.5)
     test_size: float = Field(0.15, gt=0, lt=0.5)
-    skip_bad_images: bool = False
     workers: int = Field(0, ge=0, description="image decoding processes; 0 = one per core")
 
 

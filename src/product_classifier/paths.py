@@ -14,7 +14,6 @@ DOWNLOAD_CACHE = Path(".cache/downloads")
 X_TRAIN = "X_train_update.csv"
 Y_TRAIN = "Y_train_CVw08PX.csv"
 X_TEST = "X_test_update.csv"
-IMAGES_ZIP = "images.zip"
 SPLITS = ("train", "val", "test")
 
 # data/processed/ files
@@ -39,7 +38,7 @@ PREDICTIONS = Path("data/predictions")
 
 
 def image_dir(raw: Path, split: str = "train") -> Path:
-    """Where the real images.zip puts images (`images/image_train/...`)."""
+    """Where the images are laid out (`images/image_train/...`), whatever the archive's layout."""
     return raw / "images" / f"image_{split}"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import paths
 from .atomic import read_json
-from .errors import DataError, TextError
+from .errors import DataError, ImageError
 from .fusion import Fusion
 from .images import is_blank, load_image
 from .labels import CLASSES, category
@@ -34,21 +34,29 @@ class Product:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A product after the shared preprocessing: what the models actually see."""
+    """A product after the shared preprocessing: what the models actually see.
+
+    `has_text` is false when the text has no usable word: `tokens` is then the explicit
+    unknown-text input (one unknown word), as in training."""
 
     tokens: np.ndarray
     image: np.ndarray | None
+    has_text: bool = True
 
 
 @dataclass(frozen=True)
 class Prediction:
+    """`probabilities` are the fused ones when both inputs are usable, else those of the one that is.
+    With neither, they are the text model's answer to unknown text (close to the training class mix)."""
+
     probabilities: np.ndarray
     text: np.ndarray
     image: np.ndarray | None
+    has_text: bool = True
 
     @property
     def modalities(self) -> list[str]:
-        return ["text", "image"] if self.image is not None else ["text"]
+        return (["text"] if self.has_text else []) + (["image"] if self.image is not None else [])
 
     @property
     def code(self) -> int:
@@ -145,17 +153,22 @@ class Predictor:
                    class_mix=fused.get("class_mix"))
 
     # -- preprocessing: the same functions preprocess used on the training data --
-    def prepare(self, product: Product) -> Prepared:
-        """Raises TextError / ImageError for unusable input; a blank image counts as none."""
+    def prepare(self, product: Product, strict_image: bool = True) -> Prepared:
+        """Text with no usable word becomes the unknown-text input; a blank image counts as none.
+
+        An unreadable image raises ImageError when `strict_image` (serving answers 4xx); otherwise it
+        counts as none too (scoring files on disk: one bad file never stops the run)."""
         cleaned = clean_text(product.designation, product.description)
-        if not cleaned:
-            raise TextError("designation has no usable words")
         image = None
         if product.image is not None:
-            image = load_image(product.image, self.image_size)
-            if is_blank(image):
+            try:
+                image = load_image(product.image, self.image_size)
+            except ImageError:
+                if strict_image:
+                    raise
+            if image is not None and is_blank(image):
                 image = None
-        return Prepared(self.vocab.encode([cleaned])[0], image)
+        return Prepared(self.vocab.encode([cleaned])[0], image, has_text=bool(cleaned))
 
     # -- forward passes --
     def text_proba(self, tokens: np.ndarray) -> np.ndarray:
@@ -173,13 +186,17 @@ class Predictor:
         if with_image:
             p_image[with_image] = self.image_proba(np.stack([items[i].image for i in with_image]))
         fused = p_text.copy()
-        if with_image:
-            fused[with_image] = self.fusion.combine(p_text[with_image], p_image[with_image])
+        both = [i for i in with_image if items[i].has_text]
+        if both:
+            fused[both] = self.fusion.combine(p_text[both], p_image[both])
+        image_only = [i for i in with_image if not items[i].has_text]
+        fused[image_only] = p_image[image_only]
         has = set(with_image)
-        return [Prediction(fused[i], p_text[i], p_image[i] if i in has else None) for i in range(len(items))]
+        return [Prediction(fused[i], p_text[i], p_image[i] if i in has else None, items[i].has_text)
+                for i in range(len(items))]
 
-    def predict(self, products: list[Product]) -> list[Prediction]:
-        return self.predict_prepared([self.prepare(p) for p in products])
+    def predict(self, products: list[Product], strict_image: bool = True) -> list[Prediction]:
+        return self.predict_prepared([self.prepare(p, strict_image) for p in products])
 
 
 def timed(fn, *args) -> float:

@@ -24,6 +24,9 @@ PRODUCTS, IMAGES, TOKENS, LABELS, VOCAB = (
     paths.PRODUCTS_FILE, paths.IMAGES_FILE, paths.TOKENS_FILE, paths.LABELS_FILE, paths.VOCAB_FILE)
 
 
+NO_IMAGE = 255  # what a row without a usable image holds in images.npy: white, like a blank photo
+
+
 def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tuple[int, str]]:
     """Decode images into rows of the shared on-disk array; return (row, error) for bad ones."""
     array_path, size, jobs, n = args
@@ -33,6 +36,7 @@ def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tup
         try:
             out[row] = load_image_checked(path, size)
         except ImageError as exc:
+            out[row] = NO_IMAGE
             bad.append((row, str(exc)))
     # No flush(): it would msync the whole shared mapping once per chunk, stalling every worker on
     # disk writes. Writes through the shared mapping are in the page cache, which all readers see.
@@ -41,7 +45,9 @@ def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tup
 
 
 def decode_images(image_paths: list[str], array_path: Path, size: int, workers: int = 0) -> list[tuple[int, str]]:
-    """Stream images into a (n, size, size, 3) uint8 .npy file, in parallel, never all in RAM."""
+    """Stream images into a (n, size, size, 3) uint8 .npy file, in parallel, never all in RAM.
+
+    Returns (row, reason) for each image that is missing, unreadable or blank; its row is white."""
     n = len(image_paths)
     arr = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     del arr
@@ -58,17 +64,21 @@ def decode_images(image_paths: list[str], array_path: Path, size: int, workers: 
 
 
 def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
+    """Every row is kept: one whose image is missing, unreadable or blank has `has_image` false (the
+    image model skips it, the predictor scores it from its text), one whose text has no usable word
+    has `has_text` false (its tokens are the unknown-text input)."""
     df = read_products(raw)
     texts = [clean_text(d, s) for d, s in zip(df["designation"], df["description"], strict=True)]
     with atomic_path(out, is_dir=True) as tmp:
         bad = decode_images(list(df["image_path"]), tmp / IMAGES, p.image_size, p.workers)
-        if bad and not p.skip_bad_images:
-            row, message = bad[0]
-            raise ImageError(f"{message} ({len(bad)} bad image(s); set preprocess.skip_bad_images: true to drop them)")
-        keep = np.ones(len(df), dtype=bool)
-        keep[[row for row, _ in bad]] = False
-        split = np.full(len(df), "dropped", dtype=object)
-        split[keep] = stratified_split(df["label"].to_numpy()[keep], p.val_size, p.test_size, p.seed)
+        df["has_image"] = True
+        df.iloc[[row for row, _ in bad], df.columns.get_loc("has_image")] = False
+        if not df["has_image"].any():
+            raise ImageError(f"no usable image among {len(df)} rows ({bad[0][1]}); check the image folder")
+        for row, reason in bad[:5]:
+            print(f"no usable image for row {df.index[row]}: {reason}", file=sys.stderr)
+        df["has_text"] = [bool(t) for t in texts]
+        split = stratified_split(df["label"].to_numpy(), p.val_size, p.test_size, p.seed)
         df["split"] = split
         train = split == "train"
         vocab = Vocabulary.fit([t for t, is_train in zip(texts, train, strict=True) if is_train], p.max_words, p.max_len)
@@ -76,10 +86,9 @@ def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
         np.save(tmp / TOKENS, vocab.encode(texts))
         np.save(tmp / LABELS, df["label"].to_numpy())
         df.drop(columns=["image_path"]).to_csv(tmp / PRODUCTS)
-        if not train.any():
-            raise DataError("no training rows left after dropping bad images")
-    counts = {s: int((split == s).sum()) for s in ("train", "val", "test", "dropped")}
-    return {"rows": len(df), "vocabulary": vocab.size, **counts}
+    counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
+    return {"rows": len(df), "vocabulary": vocab.size, **counts,
+            "without_image": int((~df["has_image"]).sum()), "without_text": int((~df["has_text"]).sum())}
 
 
 class Processed:
@@ -98,8 +107,14 @@ class Processed:
         self.tokens = np.load(self.folder / TOKENS)
         self.labels = np.load(self.folder / LABELS).astype(np.int64)
 
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.products["split"].to_numpy() == split)
+    def rows(self, split: str, with_image: bool = False, with_text: bool = False) -> np.ndarray:
+        """Row numbers of `split`; only those with a usable image / text if asked."""
+        keep = self.products["split"].to_numpy() == split
+        if with_image:
+            keep &= self.products["has_image"].to_numpy(dtype=bool)
+        if with_text:
+            keep &= self.products["has_text"].to_numpy(dtype=bool)
+        return np.flatnonzero(keep)
 
     @property
     def vocab_path(self) -> Path:

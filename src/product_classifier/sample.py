@@ -1,9 +1,14 @@
 """The embedded sample: a deterministic stand-in for the Rakuten data, in its real layout.
 
 It keeps the real class codes and proportions, messy multilingual text (HTML tags and
-entities, mojibake, empty descriptions) and 500x500 JPEGs with white padding. Some
+entities, mojibake, ligatures, empty descriptions) and 500x500 JPEGs with white padding. Some
 classes look alike and only their text tells them apart, others share their words and
 only their image does, so neither model alone can be right everywhere and fusion pays.
+
+It also holds, in every sample however small, the rows the real catalogue has and the code
+must survive (`TEXT_QUIRKS`, `IMAGE_QUIRKS`): titles in Cyrillic, Greek or Chinese, titles
+with no usable word, whitespace-only and very long descriptions; blank, truncated, CMYK,
+greyscale, progressive and EXIF-rotated JPEGs. Which rows get a quirk is drawn from the seed.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
+from PIL.ExifTags import Base as ExifTag
 
 from . import paths
 from .labels import CLASSES, REAL_COUNTS
@@ -25,7 +31,7 @@ IMAGE_SIDE = 500
 
 # Own words of each class (French first, a little English and German as in the catalogue).
 KEYWORDS: dict[int, list[str]] = {
-    10: ["livre", "occasion", "roman", "poche", "auteur", "lecture", "épuisé", "used"],
+    10: ["livre", "occasion", "roman", "poche", "auteur", "lecture", "épuisé", "used", "œuvres"],
     2403: ["bd", "manga", "tome", "comics", "album", "intégrale", "bande", "dessinée"],
     2705: ["livre", "neuf", "nouveauté", "parution", "broché", "éditeur", "préface", "buch"],
     2280: ["journal", "revue", "numéro", "hebdomadaire", "presse", "quotidien", "1968", "magazine"],
@@ -38,12 +44,12 @@ KEYWORDS: dict[int, list[str]] = {
     1300: ["maquette", "modélisme", "drone", "hélicoptère", "échelle", "kit", "moteur", "rc"],
     1301: ["chaussettes", "bébé", "layette", "babyfoot", "fléchettes", "billard", "naissance", "socks"],
     1320: ["poussette", "siège", "auto", "biberon", "langer", "porte", "bébé", "stroller"],
-    1920: ["coussin", "housse", "drap", "couette", "taie", "linge", "oreiller", "kissen"],
-    1940: ["épicerie", "thé", "café", "bonbon", "chocolat", "sucre", "bio", "coffee"],
+    1920: ["coussin", "housse", "drap", "couette", "taie", "linge", "oreiller", "kissen", "cœur"],
+    1940: ["épicerie", "thé", "café", "bonbon", "chocolat", "sucre", "bio", "coffee", "œufs"],
     2220: ["chien", "chat", "collier", "croquettes", "laisse", "litière", "animaux", "hund"],
     2522: ["cahier", "stylo", "papeterie", "agenda", "carnet", "feutre", "classeur", "notebook"],
     2583: ["piscine", "pompe", "filtre", "spa", "bâche", "liner", "chlore", "pool"],
-    2585: ["outil", "perceuse", "aspirateur", "nettoyage", "bricolage", "visseuse", "tool", "werkzeug"],
+    2585: ["outil", "perceuse", "aspirateur", "nettoyage", "bricolage", "visseuse", "tool", "werkzeug", "schließe"],
 }
 # Classes whose text is drawn from one shared pool: only the image separates them.
 SHARED_WORDS: dict[tuple[int, ...], list[str]] = {
@@ -58,7 +64,22 @@ FILLER = [
     "de", "la", "le", "pour", "avec", "et", "en", "lot", "neuf", "qualité", "prix", "taille",
     "couleur", "nouveau", "original", "livraison", "gratuite", "idéal", "cm", "noir", "blanc",
     "new", "size", "free", "shipping", "neu", "farbe", "größe", "très", "bon", "état", "l'article",
+    "ex-æquo", "straße",
 ]
+# Titles in other scripts: a class's own words where we have them, else words any product may carry.
+FOREIGN: dict[str, tuple[dict[int, str], str]] = {
+    "cyrillic": ({2583: "Бассейн насос фильтр", 1320: "Детская коляска", 1280: "Набор игрушек",
+                  2220: "Ошейник для собаки", 1160: "Карты покемон"}, "Новинка подарок"),
+    "greek": ({2583: "Πισίνα αντλία", 1280: "Παιχνίδι για παιδιά", 1940: "Τσάι καφές"}, "Νέο δώρο"),
+    "cjk": ({2583: "游泳池 水泵", 1280: "儿童玩具", 1940: "茶 咖啡", 2403: "漫画 第一卷"}, "新品 礼物"),
+}
+NO_WORD_TITLES = ["🎁🎉🔥", "!!! ???", "★★★★★", "- / -", "😀 👍"]
+# Share of rows with each quirk (at least MIN_QUIRK rows each, whatever the sample size).
+TEXT_QUIRKS = {"cyrillic": 0.01, "greek": 0.005, "cjk": 0.005, "no_word": 0.008,
+               "whitespace_description": 0.02, "long_description": 0.01}
+IMAGE_QUIRKS = {"blank": 0.006, "truncated": 0.003, "cmyk": 0.01, "grey": 0.01, "progressive": 0.02,
+                "exif_rotated": 0.01}
+MIN_QUIRK = 2
 PALETTE = [
     (220, 40, 40), (40, 160, 60), (40, 80, 210), (240, 200, 30), (150, 60, 180), (30, 190, 200),
     (250, 130, 20), (120, 80, 40), (30, 30, 30), (200, 90, 160), (120, 190, 40), (90, 110, 130),
@@ -105,7 +126,7 @@ def _words(code: int, rng: np.random.Generator, n_own: int, n_fill: int) -> list
     return [str(w) for w in words]
 
 
-def make_text(code: int, rng: np.random.Generator) -> tuple[str, str]:
+def make_text(code: int, rng: np.random.Generator, quirk: str = "") -> tuple[str, str]:
     """(designation, description) for one product of class `code`."""
     if rng.random() < 0.06:  # uninformative listing: only filler words
         designation = " ".join(str(w) for w in rng.choice(FILLER, size=5))
@@ -120,6 +141,16 @@ def make_text(code: int, rng: np.random.Generator) -> tuple[str, str]:
         description = _html_escape_some(description, rng)
     if rng.random() < 0.08:  # UTF-8 read as latin-1, as in the real CSVs
         designation = designation.encode("utf-8").decode("latin-1")
+    if quirk in FOREIGN:
+        own, generic = FOREIGN[quirk]
+        designation = own.get(code, generic)
+    elif quirk == "no_word":
+        designation, description = str(rng.choice(NO_WORD_TITLES)), str(rng.choice(["", " ", "<p></p>"]))
+    elif quirk == "whitespace_description":
+        description = str(rng.choice([" ", "   ", "\t", " \n "]))
+    elif quirk == "long_description":  # the longest real descriptions run to about 12,000 characters
+        sentences = [" ".join(_words(code, rng, 1, 12)).capitalize() + "." for _ in range(int(rng.integers(60, 120)))]
+        description = "<p>" + "<br />".join(sentences) + "</p>"
     return designation, description
 
 
@@ -165,17 +196,51 @@ def make_image(code: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def _write_images(jobs: Sequence[tuple[int, int, int, str]]) -> None:
-    for seed, index, code, path in jobs:
+def save_image(img: Image.Image, path: str, quirk: str, rng: np.random.Generator) -> None:
+    """Write one photo as the catalogue has it: mostly baseline RGB JPEG, sometimes one of IMAGE_QUIRKS."""
+    exif = None
+    if quirk == "blank":
+        img = Image.new("RGB", img.size, (255, 255, 255) if rng.random() < 0.5 else (238, 238, 238))
+    elif quirk == "cmyk":
+        img = img.convert("CMYK")
+    elif quirk == "grey":
+        img = img.convert("L")
+    elif quirk == "exif_rotated":  # stored sideways, with the EXIF tag that turns it upright
+        img, exif = img.transpose(Image.Transpose.ROTATE_90), Image.Exif()
+        exif[ExifTag.Orientation] = 6
+    options = {"quality": 85, "progressive": quirk == "progressive"}
+    if exif is not None:
+        options["exif"] = exif.tobytes()
+    img.save(path, format="JPEG", **options)
+    if quirk == "truncated":  # a transfer cut short: the first part of the file only
+        with open(path, "r+b") as fh:
+            fh.truncate(os.path.getsize(path) * 2 // 5)
+
+
+def _write_images(jobs: Sequence[tuple[int, int, int, str, str]]) -> None:
+    for seed, index, code, path, quirk in jobs:
         rng = np.random.default_rng([seed, index, 1])
-        make_image(code, rng).save(path, format="JPEG", quality=85)
+        save_image(make_image(code, rng), path, quirk, rng)
 
 
-def _table(codes: Sequence[int], seed: int, offset: int) -> pd.DataFrame:
+def assign_quirks(n: int, shares: dict[str, float], rng: np.random.Generator) -> list[str]:
+    """One quirk name ('' for none) per row: each quirk on `share` of the rows (at least MIN_QUIRK)."""
+    out = [""] * n
+    order = rng.permutation(n)
+    start = 0
+    for name, share in shares.items():
+        k = max(MIN_QUIRK, round(share * n))
+        for row in order[start : start + k]:
+            out[row] = name
+        start += k
+    return out
+
+
+def _table(codes: Sequence[int], seed: int, offset: int, quirks: Sequence[str]) -> pd.DataFrame:
     rows = []
-    for i, code in enumerate(codes):
+    for i, (code, quirk) in enumerate(zip(codes, quirks, strict=True)):
         rng = np.random.default_rng([seed, offset + i, 0])
-        designation, description = make_text(code, rng)
+        designation, description = make_text(code, rng, quirk)
         rows.append({
             "designation": designation,
             "description": description,
@@ -192,18 +257,23 @@ def generate(out: Path, n: int, seed: int, workers: int = 0) -> None:
     rng.shuffle(codes)
     n_test = max(10, len(codes) // 10)
     test_codes = rng.choice(codes, size=n_test)
-    train = _table(codes, seed, 0)
-    test = _table(test_codes, seed, len(codes))
+    quirk_rng = np.random.default_rng([seed, 2])
+    splits = []
+    for split, split_codes, offset in (("train", codes, 0), ("test", test_codes, len(codes))):
+        text_quirks = assign_quirks(len(split_codes), TEXT_QUIRKS, quirk_rng)
+        image_quirks = assign_quirks(len(split_codes), IMAGE_QUIRKS, quirk_rng)
+        splits.append((split, _table(split_codes, seed, offset, text_quirks), split_codes, image_quirks))
+    (_, train, _, _), (_, test, _, _) = splits
     train.to_csv(out / paths.X_TRAIN)
     pd.DataFrame({"prdtypecode": codes}, index=train.index).to_csv(out / paths.Y_TRAIN)
     test.to_csv(out / paths.X_TEST)
 
     jobs = []
-    for split, table, split_codes in (("train", train, codes), ("test", test, test_codes)):
+    for split, table, split_codes, image_quirks in splits:
         folder = paths.image_dir(out, split)
         folder.mkdir(parents=True, exist_ok=True)
-        for index, row, code in zip(table.index, table.itertuples(), split_codes, strict=True):
-            jobs.append((seed, int(index), int(code), str(folder / paths.image_name(row.imageid, row.productid))))
+        for index, row, code, quirk in zip(table.index, table.itertuples(), split_codes, image_quirks, strict=True):
+            jobs.append((seed, int(index), int(code), str(folder / paths.image_name(row.imageid, row.productid)), quirk))
     workers = workers or os.cpu_count() or 1
     chunk = math.ceil(len(jobs) / (workers * 4))
     chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]

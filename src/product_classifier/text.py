@@ -1,8 +1,16 @@
-"""Text cleaning and tokenizing, shared by preprocess, evaluate and serving."""
+"""Text cleaning and tokenizing, shared by preprocess, evaluate and serving.
+
+Cleaning is two kept libraries and two rules (choice measured in docs/text-cleaning.md):
+`ftfy` undoes mojibake (UTF-8 read as latin-1/cp1252, even twice), HTML entities (even escaped
+twice), ligature code points and full-width forms; `anyascii` transliterates every script to ASCII
+("cœur" -> "coeur", "Straße" -> "Strasse", "Набор" -> "Nabor"). Symbols (emoji, ™, ☎) are removed
+first, as they are no product words; each Chinese character is its own word (anyascii would glue a
+whole run of them into one). Words are lowercase ASCII letters and digits of two characters or more:
+`clean_text` keeps exactly what `tokenize` keeps, so "no usable word" is one test, `not cleaned`.
+"""
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import unicodedata
@@ -10,47 +18,57 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import ftfy
 import numpy as np
+from anyascii import anyascii
 
 from .atomic import atomic_path
 
 PAD, OOV = 0, 1
+MIN_WORD = 2  # one-letter tokens are elision debris ("l'", "d'") and units, not product words
+_FTFY = ftfy.TextFixerConfig(unescape_html=True, explain=False)
 _TAG = re.compile(r"<[^>]{0,200}>")
-_TOKEN = re.compile(r"[a-z0-9]+")
-_MOJIBAKE = re.compile("[ÃÂâ][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u02c6\u02dc\u20ac\u2122]")
+_WORD = re.compile(rf"[a-z0-9]{{{MIN_WORD},}}")
 
 
-def fix_mojibake(text: str) -> str:
-    """Undo UTF-8 bytes read as cp1252/latin-1 ('Ã©' -> 'é'); leave clean text alone."""
-    if not _MOJIBAKE.search(text):
+def _is_missing(field) -> bool:
+    return field is None or (isinstance(field, float) and field != field)  # None or NaN
+
+
+def fix_text(text: str) -> str:
+    """Mojibake, HTML entities (also double-escaped), ligatures and full-width forms fixed; tags removed."""
+    return _TAG.sub(" ", ftfy.fix_text(text, _FTFY))
+
+
+def _spaced(ch: str) -> str:
+    cat = unicodedata.category(ch)
+    if cat == "So" or cat.startswith("C"):  # emoji and other symbols, controls, private use
+        return " "
+    if unicodedata.name(ch, "").startswith("CJK"):  # one ideograph, one word
+        return f" {ch} "
+    return ch
+
+
+def transliterate(text: str) -> str:
+    """Any script to ASCII letters, symbols dropped."""
+    if text.isascii():
         return text
-    for codec in ("cp1252", "latin-1"):
-        try:
-            return text.encode(codec).decode("utf-8")
-        except UnicodeError:
-            continue
-    return text
+    return anyascii("".join(ch if ch.isascii() else _spaced(ch) for ch in text))
+
+
+def words(text: str) -> list[str]:
+    """The words of an already fixed and transliterated text."""
+    return _WORD.findall(text.lower())
 
 
 def clean_text(designation: str | None, description: str | None = None) -> str:
-    """One lowercase, accent-free, tag-free string from a product's two text fields."""
-    parts = []
-    for field in (designation, description):
-        if field is None or (isinstance(field, float) and field != field):  # None or NaN
-            continue
-        s = str(field)
-        for _ in range(2):  # entities are sometimes escaped twice (&amp;eacute;)
-            s = html.unescape(s)
-        s = fix_mojibake(s)
-        s = _TAG.sub(" ", s)
-        parts.append(s)
-    s = unicodedata.normalize("NFKD", " ".join(parts).lower())
-    s = "".join(ch for ch in s if not unicodedata.combining(ch))
-    return " ".join(_TOKEN.findall(s))
+    """One lowercase ASCII string of words from a product's two text fields ('' if none is usable)."""
+    text = " ".join(str(f) for f in (designation, description) if not _is_missing(f))
+    return " ".join(words(transliterate(fix_text(text))))
 
 
 def tokenize(cleaned: str) -> list[str]:
-    return [t for t in cleaned.split() if len(t) > 1]
+    return [t for t in cleaned.split() if len(t) >= MIN_WORD]
 
 
 class Vocabulary:
@@ -75,7 +93,9 @@ class Vocabulary:
     def encode(self, texts: Iterable[str]) -> np.ndarray:
         rows = []
         for text in texts:
-            ids = [self._index.get(t, OOV) for t in tokenize(text)][: self.max_len]
+            # No usable word: one unknown word, the explicit unknown-text input (all padding would
+            # be a fully masked sequence, which the LSTM cannot read).
+            ids = [self._index.get(t, OOV) for t in tokenize(text)][: self.max_len] or [OOV]
             rows.append(ids + [PAD] * (self.max_len - len(ids)))
         return np.asarray(rows, dtype=np.int32).reshape(-1, self.max_len)
 

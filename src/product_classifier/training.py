@@ -115,7 +115,7 @@ def train_vgg16(processed: Path, out: Path, p: Params, on_epoch: EpochHook | Non
     seed_everything(p.train.seed)
     data = Processed(processed)
     base = build_vgg16_base(data.images.shape[1], p.train.vgg16.weights)
-    tr, va = data.rows("train"), data.rows("val")
+    tr, va = data.rows("train", with_image=True), data.rows("val", with_image=True)
     f_tr, f_va = cached_features(base, data, tr, p), cached_features(base, data, va, p)
     head = build_image_head(f_tr, p.train.vgg16)
     with atomic_path(out, is_dir=True) as tmp_out:

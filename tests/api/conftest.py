@@ -6,6 +6,7 @@ import io
 import secrets
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -37,7 +38,10 @@ def jpeg(size=(500, 500), mode="RGB", fmt="JPEG", blank=False, **save) -> bytes:
 
 @pytest.fixture(scope="session")
 def train_images(tiny_repo) -> list[Path]:
-    return sorted(paths.image_dir(tiny_repo / paths.RAW, "train").glob("*.jpg"))
+    """The sample's usable training photos (it also holds truncated and blank ones, on purpose)."""
+    products = pd.read_csv(tiny_repo / paths.PROCESSED / paths.PRODUCTS_FILE, index_col=0)
+    folder = paths.image_dir(tiny_repo / paths.RAW, "train")
+    return sorted(folder / paths.image_name(r.imageid, r.productid) for r in products.itertuples() if r.has_image)
 
 
 @pytest.fixture(scope="session")

@@ -110,12 +110,26 @@ def test_oversized_upload_is_413_before_reading_it(client, auth, serving_setting
 
 @pytest.mark.parametrize("form,words", [
     ({}, "designation"), ({"designation": "   "}, "designation"), ({"designation": "x" * 5000}, "at most 1000 characters"),
-    ({"designation": "!!! ??? ..."}, "no usable words"), ({"designation": "Vase", "productid": "abc"}, "productid"),
+    ({"designation": "Vase", "productid": "abc"}, "productid"),
 ])
 def test_bad_text_fields_get_422(client, auth, form, words):
     response = client.post("/predict", data=form, headers=auth)
     assert response.status_code == 422, response.text
     assert words in response.json()["detail"]
+
+
+def test_text_with_no_usable_word_is_scored_from_the_image_or_as_unknown_text(client, auth, train_images):
+    """Emoji or punctuation only: the image alone decides; with no image either, the unknown-text answer."""
+    image = {"image": (train_images[0].name, train_images[0].read_bytes())}
+    with_image = client.post("/predict", data={"designation": "🎁🎉 !!! ???"}, files=image, headers=auth)
+    assert with_image.status_code == 200, with_image.text
+    assert with_image.json()["modalities"] == ["image"]
+    alone = client.post("/predict", data={"designation": "!!! ???", "description": "  "}, headers=auth)
+    assert alone.status_code == 200, alone.text
+    assert alone.json()["modalities"] == [] and alone.json()["prdtypecode"] in CLASSES
+    other_title = client.post("/predict", data={"designation": "★★★"}, files=image, headers=auth).json()
+    assert other_title["modalities"] == ["image"]
+    assert (other_title["prdtypecode"], other_title["confidence"]) == (with_image.json()["prdtypecode"], with_image.json()["confidence"])
 
 
 def test_undecodable_text_is_handled(client, auth):
@@ -192,7 +206,7 @@ def test_model_route(client, auth, tiny_repo):
 def test_no_skew_between_evaluate_and_the_api(client, auth, tiny_repo):
     """Test-split products sent through HTTP get the class and confidence that `evaluate` computed."""
     raw = tiny_repo / "data" / "raw"
-    evaluated = pd.read_csv(tiny_repo / paths.METRICS / "evaluate" / paths.PREDICTIONS_FILE)
+    evaluated = pd.read_csv(tiny_repo / paths.METRICS / "evaluate" / paths.PREDICTIONS_FILE, keep_default_na=False)
     products = pd.read_csv(raw / paths.X_TRAIN, index_col=0).set_index("productid")
     sample = evaluated.sample(n=min(25, len(evaluated)), random_state=0)
     for row in sample.itertuples():
@@ -201,7 +215,9 @@ def test_no_skew_between_evaluate_and_the_api(client, auth, tiny_repo):
         form = {"designation": product.designation}
         if isinstance(product.description, str):
             form["description"] = product.description
-        response = client.post("/predict", data=form, files={"image": (image.name, image.read_bytes())}, headers=auth)
+        # evaluate scored an unreadable image file as no image; a client sends no image for it
+        files = {"image": (image.name, image.read_bytes())} if "image" in row.modalities else None
+        response = client.post("/predict", data=form, files=files, headers=auth)
         body = response.json()
         assert body["prdtypecode"] == row.predicted, f"product {row.productid}"
         assert body["confidence"] == pytest.approx(row.confidence, abs=1e-5)

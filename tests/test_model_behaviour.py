@@ -1,0 +1,133 @@
+"""Model behaviour tests (as Made-With-ML does) on the default model: raw product in, class out.
+
+The default model is what `dvc repro` makes with the committed params.yaml. After `make repro`
+(or `dvc pull`) the repository's own models/ are that model, checked against dvc.lock; a fresh
+clone (CI) has no models/, so the default pipeline is trained once here, in a temporary
+repository: same params, same seeds, so the same model on one machine.
+
+- invariance: case, accents, ligatures, HTML and a typo do not change the class of a clear product;
+- direction: adding "piscine" moves a product toward 2583 (pool equipment);
+- minimum functionality: one obvious product per class, which the model gets right.
+
+The products speak the embedded sample's language (its class words and class looks), which is
+what the default model learnt; on the real catalogue the same tests apply with real titles.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT, make_repo, sh
+from product_classifier import sample
+from product_classifier.errors import DataError
+from product_classifier.labels import CLASSES, INDEX
+from product_classifier.predictor import Predictor, Product
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def default_models(tmp_path_factory):
+    from serving.artifacts import verify_artifacts
+
+    try:
+        verify_artifacts(PROJECT / "models", PROJECT / "dvc.lock")
+        return PROJECT / "models"
+    except DataError:
+        pass
+    repo = make_repo(tmp_path_factory.mktemp("default") / "repo")
+    shutil.copy(PROJECT / "params.yaml", repo / "params.yaml")  # the default params, not the tiny ones
+    sh("git commit -qam 'default params' && dvc repro -q", repo)
+    return repo / "models"
+
+
+@pytest.fixture(scope="module")
+def predictor(default_models) -> Predictor:
+    return Predictor.load(default_models)
+
+
+def photo(code: int, seed: int = 0) -> bytes:
+    """A product photo with the class's look, as the catalogue (here: the sample) has them."""
+    out = io.BytesIO()
+    sample.make_image(code, np.random.default_rng([seed, code])).save(out, format="JPEG", quality=85)
+    return out.getvalue()
+
+
+def classify(predictor: Predictor, designation: str, description: str = "", image: bytes | None = None) -> int:
+    return predictor.predict([Product(designation, description, image)])[0].code
+
+
+# One obvious product per class: its title in the class's own words and, where only the image tells
+# classes apart (toys, furniture, figurines share their words), its photo.
+OBVIOUS = {
+    10: "Roman d'occasion, livre de poche épuisé",
+    40: "Cartouche Nintendo rétro PAL, jeu vidéo Sega",
+    50: "Manette gaming USB avec câble et chargeur",
+    60: "Console portable édition limitée, pack HDMI",
+    1140: "Figurine de collection, statuette officielle",
+    1160: "Carte Pokémon rare holo, booster Magic",
+    1180: "Figurine personnage série pop",
+    1280: "Jouet enfant cadeau fun",
+    1281: "Jeu enfant cadeau 8 ans",
+    1300: "Maquette drone hélicoptère RC, kit modélisme",
+    1301: "Chaussettes bébé layette naissance",
+    1302: "Jouet enfant fun cadeau",
+    1320: "Poussette siège auto bébé et biberon",
+    1560: "Meuble design moderne en bois",
+    1920: "Housse de couette et taie d'oreiller, linge",
+    1940: "Épicerie : thé, café bio et chocolat",
+    2060: "Décoration maison intérieur style",
+    2220: "Collier et laisse pour chien, croquettes chat",
+    2280: "Journal quotidien, revue hebdomadaire 1968",
+    2403: "Manga tome 3, bande dessinée intégrale",
+    2462: "Lot jeux console PlayStation occasion testé",
+    2522: "Cahier, stylo, agenda et carnet de papeterie",
+    2582: "Mobilier design moderne en bois, home style",
+    2583: "Pompe de filtration pour piscine et spa, chlore",
+    2585: "Perceuse visseuse, outil de bricolage",
+    2705: "Livre neuf broché, nouveauté éditeur",
+    2905: "Jeu PC Windows DVD-ROM, téléchargement Steam",
+}
+
+
+def test_every_class_has_an_obvious_product():
+    assert set(OBVIOUS) == set(CLASSES)
+
+
+@pytest.mark.parametrize("code", sorted(OBVIOUS))
+def test_minimum_functionality_one_obvious_product_per_class(predictor, code):
+    assert classify(predictor, OBVIOUS[code], image=photo(code)) == code
+
+
+# (clear product, its class, variants that must not change the class); text alone, so the text
+# model must carry it.
+INVARIANT = [
+    ("Bâche piscine, pompe filtre", 2583, ["BÂCHE PISCINE, POMPE FILTRE", "Bache piscine, pompe filtre",
+                                         "B&acirc;che <b>piscine</b>, pompe filtre", "Bâche pisicne, pompe filtre",
+                                         "BÃ¢che piscine, pompe filtre"]),
+    ("Carte Pokémon booster rare holo", 1160, ["carte pokemon booster rare holo", "Carte Pok&eacute;mon booster rare holo",
+                                              "Carte Pokémon boster rare holo", "<p>Carte Pokémon</p> booster rare holo"]),
+    ("Coussin cœur, housse et taie", 1920, ["Coussin coeur, housse et taie", "COUSSIN CŒUR, HOUSSE ET TAIE",
+                                           "Coussin cœur, housse et tiae", "Coussin c&oelig;ur, housse &amp; taie"]),
+]
+
+
+@pytest.mark.parametrize(("clear", "code", "variants"), INVARIANT, ids=[str(c) for _, c, _ in INVARIANT])
+def test_invariance_case_accents_html_and_a_typo(predictor, clear, code, variants):
+    assert classify(predictor, clear) == code
+    for variant in variants:
+        assert classify(predictor, variant) == code, variant
+
+
+@pytest.mark.parametrize(("designation", "code"), [("Coussin housse de couette", 1920), ("Cahier stylo agenda", 2522),
+                                                  ("Perceuse outil bricolage", 2585)])
+def test_direction_adding_piscine_moves_toward_pool_equipment(predictor, designation, code):
+    target = INDEX[2583]
+    for image in (None, photo(code)):
+        before, after = predictor.predict([Product(designation, None, image), Product(f"{designation} piscine", None, image)])
+        assert after.probabilities[target] > before.probabilities[target], image is not None
+    assert predictor.predict([Product("Piscine pompe filtre chlore spa")])[0].code == 2583
