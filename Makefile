@@ -36,7 +36,7 @@ repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
 	dvc repro
 	dvc metrics show
 
-sysdeps: ## Debian packages the tests need (prometheus, linters)
+sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, linters)
 	bash scripts/sysdeps.sh
 
 test: venv-dev sysdeps ## lint and run every test
@@ -94,6 +94,23 @@ monitoring-down: ## stop the monitoring stack (keeps its volumes; add -v by hand
 monitoring-local: venv ## Debian's Prometheus with the project's config, scraping a local `make serve`
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
 		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
+
+# --- Containers with podman (scripts/containers.sh, tests/containers; README "Deployment") ---------------
+.PHONY: container-images container-test replicas-up replicas-down
+
+container-images: sysdeps ## podman: the Dockerfile's base image and stand-ins for prom/*, nginx, redis from Debian (kept once built)
+	bash scripts/containers.sh images
+
+container-test: venv-dev sysdeps ## only the container tests: build and run the image, the compose stacks (also part of `make test`)
+	pytest -m container
+
+replicas-up: ## two serving replicas behind nginx, limits shared in Redis (needs .env)
+	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
+	$(DOCKER_COMPOSE) -f docker-compose.replicas.yml up -d --build
+	@echo "serving (through nginx) http://localhost:$${SERVING_PORT:-8000}"
+
+replicas-down: ## stop the replicas stack
+	$(DOCKER_COMPOSE) -f docker-compose.replicas.yml down
 
 # --- Tracking & remote (DagsHub, DVC remote `origin`, CI steps; .github/workflows/ci.yml) ------
 # The CI workflow runs these targets, so each step runs the same way here. They assume `make venv-dev`.
