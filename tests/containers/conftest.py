@@ -148,7 +148,7 @@ class Compose:
         return f"{self.project}_{service}_{index}"
 
     def logs(self) -> str:
-        return self("logs", "--no-color", "--tail", "60", check=False).stdout[-6000:]
+        return self("logs", "--no-color", "--tail", "20", check=False).stdout[-6000:]
 
     @contextlib.contextmanager
     def up(self, *services: str) -> Iterator[Compose]:
@@ -206,10 +206,16 @@ def port_or_free(port: int) -> int:
             return free_port()
 
 
-def wait_for(url: str, timeout: float, what: str, logs=lambda: "", status: int = 200) -> httpx.Response:
+def wait_for(url: str, timeout: float, what: str, logs=lambda: "", status: int = 200,
+             containers: tuple[str, ...] = ()) -> httpx.Response:
+    """GET `url` until it answers `status`; fail at once if one of `containers` exited or was restarted."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
+        for name in containers:
+            state = podman("inspect", "--format", "{{.State.Status}} {{.RestartCount}}", name, check=False).stdout.split()
+            if state and (state[0] == "exited" or state[1] != "0"):
+                pytest.fail(f"{what}: container {name} {'exited' if state[0] == 'exited' else 'restarted'}\n{logs()}")
         try:
             response = httpx.get(url, timeout=5)
             if response.status_code == status:

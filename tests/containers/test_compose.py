@@ -27,7 +27,8 @@ def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
     with compose.up(*SERVICES):
         serving = f"http://127.0.0.1:{ports['SERVING_PORT']}"
         prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
-        wait_for(f"{serving}/health/ready", 300, "serving (compose)", compose.logs)
+        wait_for(f"{serving}/health/ready", 300, "serving (compose)", compose.logs,
+                 containers=(compose.container("serving"),))
         wait_for(f"{prometheus}/-/ready", 120, "prometheus (compose)", compose.logs)
         yield compose, serving, prometheus, values
     leftovers = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={compose.project}",
