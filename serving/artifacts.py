@@ -80,9 +80,34 @@ class ModelIdentity:
     lock_path: Path
 
 
+def unreadable(folder: Path) -> Path | None:
+    """The first directory or file under `folder` (itself included) this process cannot read, or None."""
+    if not os.access(folder, os.R_OK | os.X_OK):
+        return folder
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            if not os.access(os.path.join(root, name), os.R_OK | os.X_OK):
+                return Path(root, name)
+        for name in files:
+            if not os.access(os.path.join(root, name), os.R_OK):
+                return Path(root, name)
+    return None
+
+
+def check_readable(*paths: Path) -> None:
+    """DataError naming the first unreadable path, e.g. a bind-mounted models/ the image's uid 10001 cannot read."""
+    for path in paths:
+        bad = unreadable(path) if path.is_dir() else None if not path.exists() or os.access(path, os.R_OK) else path
+        if bad is not None:
+            raise DataError(f"{bad}: not readable by uid {os.getuid()}, the user serving runs as; "
+                            f"make it readable (e.g. `chmod -R a+rX {path}`)")
+
+
 def verify_artifacts(models_dir: Path, lock_path: Path | None = None) -> ModelIdentity:
-    """Check every model out against dvc.lock; raise DataError naming what is missing or differs."""
+    """Check every model out against dvc.lock; raise DataError naming what is missing, unreadable or differs."""
+    check_readable(models_dir)
     lock_path = find_lock(models_dir, lock_path)
+    check_readable(lock_path)
     try:
         lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_every_make_target_the_workflows_call_exists():
     for path in WORKFLOWS:
         for step in steps(yaml.safe_load(path.read_text())):
             called |= set(re.findall(r"\bmake ([a-z][\w-]*)", step.get("run", "")))
-    assert {"venv-dev", "lint", "test", "ci-pull", "repro", "ci-report", "push", "image"} <= called
+    assert {"venv-dev", "lint", "test", "ci-repro", "ci-report", "push", "pull", "image"} <= called
     assert called <= targets, called - targets
 
 
@@ -78,6 +79,63 @@ def test_ci_workflow_shape():
     # Secrets come from the repository's secrets; jobs that need them skip cleanly without (forks).
     assert "env.DAGSHUB_TOKEN != ''" in by_run["dagshub"]["if"] and "DAGSHUB_TOKEN" in by_run["push"]["if"]
     assert not re.search(r"(token|password)\s*:\s*(?!\$\{\{)\S", CI.read_text(), re.I)
+
+
+# --- publishing only tested work ----------------------------------------------------------------------------------
+
+PUSH_COMMAND = re.compile(r"\bmake push\b|\bmake image\b.*\bPUSH=1|\b(dvc|docker|podman) push\b")
+
+
+def pushing_jobs(workflow: dict) -> set[str]:
+    """Jobs that publish: DVC pushes, image pushes (make targets, CLIs, docker/build-push-action), registry logins."""
+    pushing = set()
+    for name, job in workflow["jobs"].items():
+        for step in job.get("steps", []):
+            uses = step.get("uses", "")
+            if (PUSH_COMMAND.search(step.get("run", "")) or uses.startswith("docker/login-action")
+                    or (uses.startswith("docker/build-push-action") and step.get("with", {}).get("push"))):
+                pushing.add(name)
+    return pushing
+
+
+def jobs_running_tests(workflow: dict) -> set[str]:
+    return {name for name, job in workflow["jobs"].items()
+            if any(re.search(r"\bmake test\b", step.get("run", "")) for step in job.get("steps", []))}
+
+
+def upstream(workflow: dict, name: str) -> set[str]:
+    """Every job `name` waits for, through `needs`, transitively."""
+    needs = workflow["jobs"][name].get("needs", [])
+    direct = {needs} if isinstance(needs, str) else set(needs)
+    return direct.union(*(upstream(workflow, n) for n in direct))
+
+
+def untested_publishers(workflow: dict) -> list[str]:
+    tested = jobs_running_tests(workflow)
+    return sorted(name for name in pushing_jobs(workflow) if not upstream(workflow, name) & tested)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_jobs_that_publish_depend_on_the_test_job(path):
+    workflow = yaml.safe_load(path.read_text())
+    assert untested_publishers(workflow) == [], f"{path.name}: these jobs publish without waiting for `make test`"
+    if pushing_jobs(workflow):
+        # The check bites: the same workflow with every `needs` dropped is refused.
+        loose = copy.deepcopy(workflow)
+        for job in loose["jobs"].values():
+            job.pop("needs", None)
+        assert untested_publishers(loose) == sorted(pushing_jobs(workflow))
+
+
+def test_ci_publishes_from_the_pipeline_job_after_tests_and_pulls_instead_of_rerunning():
+    workflow = yaml.safe_load(CI.read_text())
+    assert pushing_jobs(workflow) == {"pipeline"} and jobs_running_tests(workflow) == {"test"}
+    pipeline = workflow["jobs"]["pipeline"]
+    checkout = next(s for s in pipeline["steps"] if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0, "`dvc metrics diff` needs the base branch's history"
+    assert any(s.get("run") == "make ci-repro" for s in pipeline["steps"])
+    recipe = re.search(r"^ci-repro:.*\n((?:\t.*\n)+)", (PROJECT / "Makefile").read_text(), re.M).group(1)
+    assert "dvc repro --pull --allow-missing" in recipe
 
 
 # --- the targets the workflow calls, in a real repository with a change to report ------------------

@@ -14,7 +14,8 @@ from typing import Any
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary sibling of `target`; rename it over `target` only on success (a file gets `mode`)."""
+    """Yield a temporary sibling of `target`; rename it over `target` only on success (a file gets `mode`, a
+    directory 0o755, not mkdtemp's 0o700: models/ is read by the serving container's own user, uid 10001)."""
     target = Path(target)
     created = [folder for folder in (target.parent, *target.parent.parents) if not folder.exists()]  # deepest first
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,14 +34,13 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, mode: int = 
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+    os.chmod(tmp, 0o755 if is_dir else mode)
     if target.is_dir() and not target.is_symlink():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        if not is_dir:
-            os.chmod(tmp, mode)
         os.replace(tmp, target)
 
 

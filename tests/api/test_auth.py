@@ -155,7 +155,7 @@ def test_env_example_documents_every_setting_and_parses_to_the_defaults(tmp_path
         monkeypatch.delenv(name.upper(), raising=False)
     monkeypatch.chdir(tmp_path)
     secret = secrets.token_urlsafe(48)
-    (tmp_path / ".env").write_text(example.replace("SECRET_KEY=  ", f"SECRET_KEY={secret}", 1))
+    (tmp_path / ".env").write_text(example.replace("\nSECRET_KEY=\n", f"\nSECRET_KEY={secret}\n", 1))
     settings = load_settings()
     assert settings.secret_key.get_secret_value() == secret
     assert settings.dvc_lock_path is None and settings.test_user is None

@@ -214,3 +214,27 @@ def test_dashboard_thresholds_are_the_alert_thresholds():
     assert red["Error ratio"] == threshold["HighErrorRate"]
     assert red["Low-confidence share"] == threshold["LowConfidenceShare"]
     assert red["Drift score"] == red["Drift score over time"] == threshold["PredictionDrift"]
+
+
+@pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node/npm missing: run `make sysdeps`")
+def test_dashboards_match_grafanas_published_types(tmp_path):
+    """Grafana's own types (npm @grafana/schema, at the compose image's version): the dashboard and every
+    panel's options and field config, with unknown keys and values outside Grafana's enums refused."""
+    out = run("make", "-s", "grafana-lint").stdout
+    grafana_version = load_yaml(COMPOSE_FILE)["services"]["grafana"]["image"].rpartition(":")[2]
+    assert f"grafana types: ok ({len(DASHBOARDS)} dashboard(s), @grafana/schema {grafana_version})" in out
+    # The check bites: a misspelt panel key, an option Grafana dropped, a threshold mode it does not know.
+    dashboard = json.loads(DASHBOARDS[0].read_text())
+    first, *_ = panels(dashboard)
+    first["gridPoz"] = first.pop("gridPos")
+    timeseries = next(p for p in panels(dashboard) if p["type"] == "timeseries")
+    timeseries["options"]["tooltip"] = {"show": True}
+    stat = next(p for p in panels(dashboard) if p.get("fieldConfig", {}).get("defaults", {}).get("thresholds"))
+    stat["fieldConfig"]["defaults"]["thresholds"]["mode"] = "absolut"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dashboard))
+    result = subprocess.run([sys.executable, PROJECT / "scripts" / "grafana_types.py", "--node-modules",
+                             PROJECT / ".cache" / "node" / "node_modules", bad], capture_output=True, text=True)
+    assert result.returncode != 0
+    for expected in ("'\"gridPoz\"' does not exist", "'\"show\"' does not exist", "'\"absolut\"' is not assignable"):
+        assert expected in result.stderr, result.stderr

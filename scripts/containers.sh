@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Container recipe for machines with podman and no image registry (CI, dev boxes): `make container-test`.
+#
+#   scripts/containers.sh env              print `export CONTAINERS_CONF=...` (eval it)
+#   scripts/containers.sh base             the Dockerfile's FROM image, from Debian (mmdebstrap), if missing
+#   scripts/containers.sh standins         prom/prometheus, prom/node-exporter, nginx, redis from Debian, if missing
+#   scripts/containers.sh serving TAG DIR  build Dockerfile.serve from build context DIR (default .) as TAG
+#   scripts/containers.sh images           base + stand-ins
+#
+# Every image is built once and kept (podman's store); remove one with `podman rmi` to rebuild it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PROJECT=$PWD
+
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PROJECT/deploy/podman/containers.conf}
+SUITE=bookworm
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+CACHE=${CONTAINERS_CACHE:-$PROJECT/.cache/containers}
+# The FROM of Dockerfile.serve: Debian bookworm's python3 (3.11) stands in for the official python image.
+BASE_IMAGE=docker.io/library/$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile.serve)
+# Stand-ins keep the tags the compose files pin, so the same files run with Docker and the real images.
+PROMETHEUS_IMAGE=docker.io/prom/prometheus:v2.53.3
+NODE_EXPORTER_IMAGE=docker.io/prom/node-exporter:v1.8.2
+NGINX_IMAGE=docker.io/library/nginx:1.22.1
+REDIS_IMAGE=docker.io/library/redis:7.0.15
+# Debian's docs, manuals and translations are not needed in any image.
+SLIM=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+      --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias'
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*')
+
+have() { podman image exists "$1"; }
+
+rootfs() {  # rootfs NAME PACKAGES [HOOK...]: a Debian minbase tarball in the cache (made once)
+    local tar=$CACHE/$1.tar packages=$2 hooks=()
+    for hook in "${@:3}"; do hooks+=(--customize-hook="$hook"); done
+    if [ ! -s "$tar" ]; then
+        mkdir -p "$CACHE"
+        echo "mmdebstrap $1: $packages" >&2
+        mmdebstrap --quiet --format=tar --variant=minbase --include="$packages" "${SLIM[@]}" "${hooks[@]}" \
+            "$SUITE" "$tar.tmp" "$MIRROR"
+        mv "$tar.tmp" "$tar"
+    fi
+    echo "$tar"
+}
+
+base() {
+    have "$BASE_IMAGE" && return 0
+    local tar
+    tar=$(rootfs base python3,python3-venv,python3-pip,python-is-python3,ca-certificates)
+    podman import --quiet --change 'CMD ["python3"]' "$tar" "$BASE_IMAGE" >/dev/null
+    echo "built $BASE_IMAGE" >&2
+}
+
+standin() {  # standin IMAGE TAR CHANGE...
+    local image=$1 tar=$2; shift 2
+    have "$image" && return 0
+    local changes=()
+    for change in "$@"; do changes+=(--change "$change"); done
+    podman import --quiet "${changes[@]}" "$tar" "$image" >/dev/null
+    echo "built stand-in $image" >&2
+}
+
+standins() {
+    if have "$PROMETHEUS_IMAGE" && have "$NODE_EXPORTER_IMAGE" && have "$NGINX_IMAGE" && have "$REDIS_IMAGE"; then
+        return 0
+    fi
+    local tar
+    # One Debian rootfs for the four stand-ins; each image gets the real image's entrypoint, user and ports.
+    # Data directories as the real images have them: /prometheus for nobody, /data for redis.
+    tar=$(rootfs standins prometheus,prometheus-node-exporter,nginx-light,redis-server,wget,ca-certificates \
+        'mkdir -p "$1/prometheus" "$1/data" && chown 65534:65534 "$1/prometheus" && chroot "$1" chown redis:redis /data')
+    standin "$PROMETHEUS_IMAGE" "$tar" 'ENTRYPOINT ["/usr/bin/prometheus"]' \
+        'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
+        'USER 65534' 'WORKDIR /prometheus' 'EXPOSE 9090'
+    standin "$NODE_EXPORTER_IMAGE" "$tar" 'ENTRYPOINT ["/usr/bin/prometheus-node-exporter"]' 'USER 65534' 'EXPOSE 9100'
+    standin "$NGINX_IMAGE" "$tar" 'CMD ["nginx", "-g", "daemon off;"]' 'EXPOSE 80' 'STOPSIGNAL SIGQUIT'
+    standin "$REDIS_IMAGE" "$tar" 'CMD ["redis-server", "--protected-mode", "no", "--dir", "/data"]' \
+        'USER redis' 'WORKDIR /data' 'EXPOSE 6379'
+}
+
+serving() {  # serving TAG [CONTEXT]: Dockerfile.serve, HEALTHCHECK kept (docker format), pip through the host's CAs
+    local tag=$1 context=${2:-.}
+    base
+    podman build --quiet --pull=never --format docker -v "$CA_BUNDLE:$CA_BUNDLE:ro" \
+        -f "$PROJECT/Dockerfile.serve" -t "$tag" "$context" >/dev/null
+    echo "built $tag" >&2
+}
+
+case "${1:-}" in
+    env) echo "export CONTAINERS_CONF=$CONTAINERS_CONF" ;;
+    base) base ;;
+    standins) standins ;;
+    images) base; standins ;;
+    serving) shift; serving "$@" ;;
+    *) sed -n '2,10p' "$0" >&2; exit 2 ;;
+esac

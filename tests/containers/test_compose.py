@@ -1,0 +1,68 @@
+"""The monitoring stack as the README starts it: `.env.example` copied to `.env` and filled in, then
+`docker compose -f docker-compose.monitoring.yml up` (docker-compose v1 on podman), every service but Grafana
+(no stand-in for its image here). Checked from the host: serving on its port, every Prometheus target up."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from .conftest import Compose, podman, port_or_free, project_dir, secret_values, wait_for
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+COMPOSE_FILE = "docker-compose.monitoring.yml"
+SERVICES = ("serving", "prometheus", "node-exporter")
+
+
+@pytest.fixture(scope="module")
+def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
+    values = secret_values()
+    # The documented ports, unless something else on this machine holds them.
+    ports = {"SERVING_PORT": port_or_free(8000), "PROMETHEUS_PORT": port_or_free(9090)}
+    values.update({name: str(port) for name, port in ports.items() if port not in (8000, 9090)})
+    directory = project_dir(tmp_path_factory.mktemp("compose") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
+    compose = Compose("pctest-monitoring", directory, [COMPOSE_FILE], docker_host)
+    with compose.up(*SERVICES):
+        serving = f"http://127.0.0.1:{ports['SERVING_PORT']}"
+        prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
+        wait_for(f"{serving}/health/ready", 300, "serving (compose)", compose.logs,
+                 containers=(compose.container("serving"),))
+        wait_for(f"{prometheus}/-/ready", 120, "prometheus (compose)", compose.logs)
+        yield compose, serving, prometheus, values
+    leftovers = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={compose.project}",
+                       "--format", "{{.Names}}").stdout.split()
+    volumes = podman("volume", "ls", "--filter", f"label=com.docker.compose.project={compose.project}",
+                     "--format", "{{.Name}}").stdout.split()
+    assert not leftovers and not volumes, f"`down -v` left {leftovers} {volumes}"
+
+
+def test_serving_answers_on_the_host_port(stack):
+    _, serving, _, values = stack
+    token = httpx.post(f"{serving}/token", data={"username": values["TEST_USER"],
+                                                 "password": values["TEST_USER_PASSWORD"]})
+    assert token.status_code == 200, token.text
+    response = httpx.post(f"{serving}/predict", data={"designation": "Lot de 3 figurines Star Wars"},
+                          headers={"Authorization": f"Bearer {token.json()['access_token']}"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["modalities"] == ["text"]
+
+
+def test_every_prometheus_target_is_up(stack):
+    compose, _, prometheus, _ = stack
+    deadline = time.monotonic() + 120  # scrape_interval is 15 s
+    while True:
+        targets = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: (t["health"], t.get("lastError")) for t in targets}
+        if set(health) == set(SERVICES) and all(h == "up" for h, _ in health.values()):
+            return
+        assert time.monotonic() < deadline, f"targets not all up: {health}\n{compose.logs()}"
+        time.sleep(2)
+
+
+def test_compose_healthcheck_passes(stack):
+    """compose's healthcheck asks the container's network address; podman runs it on demand (no systemd)."""
+    compose, *_ = stack
+    result = podman("healthcheck", "run", compose.container("serving"), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,122 @@
+"""The serving image, built from Dockerfile.serve with podman and run: checked from the host."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import free_port
+
+from .conftest import IMAGE_SIZE_BUDGET, LABEL, podman, wait_for
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+USER, PASSWORD = "image-user", secrets.token_urlsafe(16)
+PODMAN_LOG = re.compile(r'^time="[^"]*" level=')  # podman's own messages (no systemd to run healthchecks)
+
+
+def env_file(path: Path, **extra: str) -> Path:
+    """Settings as a deployment passes them: a file, so that no secret is on a command line.
+    HOST=127.0.0.1 as `.env.example` has it for `make serve`: the image must listen on every interface anyway."""
+    values = {"SECRET_KEY": secrets.token_urlsafe(48), "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD,
+              "HOST": "127.0.0.1", "RATE_LIMIT_PREDICT": "1000/minute", **extra}
+    path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+def run(image: str, *args: str, env: Path, name: str, port: int | None = None, volumes: tuple = (),
+        detach: bool = True, command: tuple = ()):
+    options = ["--name", name, "--label", LABEL, "--env-file", str(env)]
+    if port:
+        options += ["-p", f"127.0.0.1:{port}:8000"]
+    for volume in volumes:
+        options += ["-v", volume]
+    return podman("run", *(["-d"] if detach else ["--rm"]), *options, *args, image, *command, check=False)
+
+
+@pytest.fixture(scope="module")
+def container(serving_image, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("container")
+    name, port = f"pctest-serving-{uuid.uuid4().hex[:8]}", free_port()
+    result = run(serving_image.tag, env=env_file(tmp / "serving.env"), name=name, port=port)
+    assert result.returncode == 0, result.stderr
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health/ready", 240, "serving container",
+                 lambda: podman("logs", name, check=False).stdout[-4000:] + podman("logs", name, check=False).stderr[-4000:])
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        podman("rm", "-f", "-t", "5", name, check=False)
+
+
+def test_ready_token_and_predict_from_the_host(container, tiny_repo):
+    _, base = container
+    assert httpx.get(f"{base}/health/ready").json()
+    token = httpx.post(f"{base}/token", data={"username": USER, "password": PASSWORD})
+    assert token.status_code == 200, token.text
+    auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    image = next((tiny_repo / "data" / "raw" / "images" / "image_train").glob("*.jpg"))
+    response = httpx.post(f"{base}/predict", data={"designation": "Piscine hors-sol tubulaire"},
+                          files={"image": (image.name, image.read_bytes(), "image/jpeg")}, headers=auth, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["modalities"] == ["text", "image"] and body["model_version"] and body["top_k"]
+    assert httpx.post(f"{base}/token", data={"username": USER, "password": "wrong"}).status_code == 401
+
+
+def test_serves_as_uid_10001_not_root(container, serving_image):
+    name, _ = container
+    assert podman("image", "inspect", "--format", "{{.Config.User}}", serving_image.tag).stdout.strip() == "10001:10001"
+    status = podman("exec", name, "cat", "/proc/1/status").stdout
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert set(uids) == {"10001"}, status
+
+
+def test_image_healthcheck_passes_on_the_network_address(container, serving_image):
+    name, _ = container
+    healthcheck = podman("image", "inspect", "--format", "{{json .Config.Healthcheck}}", serving_image.tag).stdout
+    assert "serving.healthcheck" in healthcheck, "built without --format docker? the HEALTHCHECK is missing"
+    result = podman("healthcheck", "run", name, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthcheck_fails_when_only_loopback_listens(serving_image, tmp_path):
+    """An app on 127.0.0.1 inside answers itself but nobody else: the healthcheck must say unhealthy."""
+    name = f"pctest-loopback-{uuid.uuid4().hex[:8]}"
+    result = run(serving_image.tag, env=env_file(tmp_path / "serving.env"), name=name,
+                 command=("python", "-m", "serving", "--host", "127.0.0.1"))
+    assert result.returncode == 0, result.stderr
+    try:
+        probe = ("import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=3)")
+        deadline = time.monotonic() + 240
+        while podman("exec", name, "python", "-c", probe, check=False).returncode != 0:
+            assert time.monotonic() < deadline, podman("logs", name, check=False).stderr[-3000:]
+            time.sleep(2)
+        unhealthy = podman("healthcheck", "run", name, check=False)
+        assert unhealthy.returncode != 0, "healthcheck passed although only 127.0.0.1 listens"
+    finally:
+        podman("rm", "-f", "-t", "2", name, check=False)
+
+
+def test_unreadable_models_stop_startup_with_one_line(serving_image, tiny_repo, tmp_path):
+    """Bind-mounted models the image's user cannot read: one clear line and exit 1, not a traceback."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_repo / "models", models)
+    secret = sorted((models / "lstm").iterdir())[0]
+    secret.chmod(0o600)  # owned by root on the host: uid 10001 in the container cannot read it
+    result = run(serving_image.tag, env=env_file(tmp_path / "serving.env"), name=f"pctest-perm-{uuid.uuid4().hex[:8]}",
+                 volumes=(f"{models}:/app/models:ro",), detach=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip() and not PODMAN_LOG.match(line)]
+    assert errors == [f"error: /app/models/{secret.relative_to(models)}: not readable by uid 10001, the user serving "
+                      "runs as; make it readable (e.g. `chmod -R a+rX /app/models`)"], result.stderr
+
+
+def test_image_size_is_within_budget(serving_image):
+    assert serving_image.size < IMAGE_SIZE_BUDGET, f"serving image is {serving_image.size / 1e9:.2f} GB"

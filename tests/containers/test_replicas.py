@@ -1,0 +1,120 @@
+"""Two serving replicas behind nginx with Redis (docker-compose.replicas.yml), started with podman and
+checked from the host: one rate limit across replicas, clean 413s, and a replica killed mid-load costs nothing."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.security import User, hash_password
+
+from .conftest import Compose, podman, port_or_free, project_dir, secret_values, wait_for
+
+pytestmark = [pytest.mark.container, pytest.mark.slow]
+COMPOSE_FILE = "docker-compose.replicas.yml"
+LIMIT = 24  # predictions per user per hour, for the whole deployment
+SECOND_USER, SECOND_PASSWORD = "second-user", secrets.token_urlsafe(16)
+MB = 1_000_000
+
+
+def users_override(directory: Path) -> str:
+    """A users file for both replicas (a second user with a quota of their own), mounted by an override file."""
+    users = directory / "users.json"
+    user = User(SECOND_USER, "Second User", hash_password(SECOND_PASSWORD))
+    users.write_text(json.dumps({user.username: {"full_name": user.full_name, "hashed_password": user.hashed_password}}))
+    users.chmod(0o644)  # read by uid 10001 in the containers
+    override = "docker-compose.test-users.yml"
+    mount = {"volumes": ["./users.json:/app/users.json:ro"]}
+    (directory / override).write_text(json.dumps({"services": {"serving-1": mount, "serving-2": mount}}))
+    return override
+
+
+@pytest.fixture(scope="module")
+def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
+    values = secret_values(RATE_LIMIT_PREDICT=f"{LIMIT}/hour", USERS_FILE="/app/users.json")
+    port = port_or_free(8000)
+    if port != 8000:
+        values["SERVING_PORT"] = str(port)
+    directory = project_dir(tmp_path_factory.mktemp("replicas") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
+    compose = Compose("pctest-replicas", directory, [COMPOSE_FILE, users_override(directory)], docker_host)
+    with compose.up():
+        base = f"http://127.0.0.1:{port}"
+        # Both replicas healthy (podman runs the compose healthcheck on demand), then the proxy answers.
+        for service in ("serving-1", "serving-2"):
+            deadline = time.monotonic() + 300
+            while podman("healthcheck", "run", compose.container(service), check=False).returncode != 0:
+                assert time.monotonic() < deadline, f"{service} not healthy\n{compose.logs()}"
+                time.sleep(2)
+        wait_for(f"{base}/health/ready", 60, "proxy", compose.logs)
+        yield compose, base, values
+
+
+def bearer(base: str, user: str, password: str) -> dict:
+    response = httpx.post(f"{base}/token", data={"username": user, "password": password}, timeout=30)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def predict(base: str, auth: dict, i: int) -> httpx.Response:
+    return httpx.post(f"{base}/predict", data={"designation": f"Lot de {i} figurines"}, headers=auth, timeout=120)
+
+
+def test_rate_limit_holds_across_replicas(stack):
+    compose, base, values = stack
+    auth = bearer(base, values["TEST_USER"], values["TEST_USER_PASSWORD"])
+    responses = [predict(base, auth, i) for i in range(LIMIT + 6)]
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * LIMIT + [429] * 6, statuses
+    upstreams = {r.headers["x-upstream"] for r in responses[:LIMIT]}
+    assert len(upstreams) == 2, f"every request went to {upstreams}: the proxy does not balance"
+    assert "detail" in responses[-1].json()
+    keys = podman("exec", compose.container("redis"), "redis-cli", "--scan", "--pattern", "LIMITS*").stdout.split()
+    assert keys, "no rate-limit counter in Redis"
+
+
+def test_oversized_upload_gets_a_clean_413(stack):
+    """30 MB still being sent when the proxy decides: the client gets the 413 JSON, not a reset."""
+    _, base, values = stack
+    auth = bearer(base, SECOND_USER, SECOND_PASSWORD)
+    big = secrets.token_bytes(30 * MB)
+    sized = httpx.post(f"{base}/predict", data={"designation": "x"}, files={"image": ("big.jpg", big, "image/jpeg")},
+                       headers=auth, timeout=120)
+
+    def chunks():
+        for start in range(0, len(big), MB):
+            yield big[start:start + MB]
+
+    chunked = httpx.post(f"{base}/predict", content=chunks(), timeout=120,
+                         headers={**auth, "Content-Type": "application/octet-stream"})
+    for response in (sized, chunked):
+        assert response.status_code == 413, response.text
+        assert response.json()["detail"] == "request body too large"
+    # A batch may be larger than one product: its own limit, above 30 MB, so the app sees it (and refuses
+    # the bytes that are not JSON itself).
+    batch = httpx.post(f"{base}/predict/batch", content=big, headers={**auth, "Content-Type": "application/json"},
+                       timeout=120)
+    assert batch.status_code == 400 and batch.json()["request_id"], batch.text
+
+
+def test_killing_a_replica_mid_load_loses_no_request(stack):
+    compose, base, _ = stack
+    auth = bearer(base, SECOND_USER, SECOND_PASSWORD)
+    total, before_kill = LIMIT, 6
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(predict, base, auth, i) for i in range(total)]
+        for done, _ in enumerate(as_completed(futures), start=1):
+            if done == before_kill:
+                podman("kill", "--signal", "KILL", compose.container("serving-1"))
+                break
+        responses = [f.result() for f in futures]
+    statuses = [r.status_code for r in responses]
+    assert statuses == [200] * total, [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+    # Round robin sends one of the next requests to the dead replica: nginx retried it on the other one.
+    retried = [r.headers["x-upstream"] for r in responses if ", " in r.headers["x-upstream"]]
+    assert retried, [r.headers["x-upstream"] for r in responses]
