@@ -18,12 +18,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from product_classifier.errors import UserError
 
-    from .artifacts import verify_artifacts
+    from .artifacts import check_readable, verify_artifacts
     from .config import ConfigError, load_settings
 
     try:
         settings = load_settings()
         identity = verify_artifacts(settings.models_dir, settings.dvc_lock_path)
+        if settings.users_file is not None:  # 0600 as `make users` writes it: a container's user may not read it
+            check_readable(settings.users_file)
     except (ConfigError, UserError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -99,8 +99,9 @@ def check_readable(*paths: Path) -> None:
     for path in paths:
         bad = unreadable(path) if path.is_dir() else None if not path.exists() or os.access(path, os.R_OK) else path
         if bad is not None:
+            fix = f"chmod -R a+rX {path}" if path.is_dir() else f"chown {os.getuid()} {path}"
             raise DataError(f"{bad}: not readable by uid {os.getuid()}, the user serving runs as; "
-                            f"make it readable (e.g. `chmod -R a+rX {path}`)")
+                            f"make it readable (e.g. `{fix}`)")
 
 
 def verify_artifacts(models_dir: Path, lock_path: Path | None = None) -> ModelIdentity:

@@ -120,3 +120,16 @@ def test_unreadable_models_stop_startup_with_one_line(serving_image, tiny_repo, 
 
 def test_image_size_is_within_budget(serving_image):
     assert serving_image.size < IMAGE_SIZE_BUDGET, f"serving image is {serving_image.size / 1e9:.2f} GB"
+
+
+def test_unreadable_users_file_stops_startup_with_one_line(serving_image, tmp_path):
+    """`make users` writes USERS_FILE 0600 (password hashes): mounted as is, uid 10001 cannot read it."""
+    users = tmp_path / "users.json"
+    users.write_text("{}")
+    users.chmod(0o600)
+    result = run(serving_image.tag, env=env_file(tmp_path / "serving.env", USERS_FILE="/app/users.json"),
+                 name=f"pctest-users-{uuid.uuid4().hex[:8]}", volumes=(f"{users}:/app/users.json:ro",), detach=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip() and not PODMAN_LOG.match(line)]
+    assert errors == ["error: /app/users.json: not readable by uid 10001, the user serving runs as; make it readable "
+                      "(e.g. `chown 10001 /app/users.json`)"], result.stderr
