@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
+from product_classifier import paths
 from product_classifier.errors import DataError
 
-MODEL_OUTS = ("lstm", "vgg16", "fusion")
 LOCK_FILE = "dvc.lock"
 
 
@@ -59,7 +59,7 @@ def locked_hashes(lock: dict, lock_dir: Path, models_dir: Path) -> dict[str, str
     if prefix.startswith(".."):  # models outside the lock's tree (e.g. mounted elsewhere): DVC's default place
         prefix = "models"
     found = {}
-    for name in MODEL_OUTS:
+    for name in paths.MODEL_DIRS:
         path = f"{prefix}/{name}" if prefix != "." else name
         if not outs.get(path):
             raise DataError(f"dvc.lock in {lock_dir} records no out {path}; is it the lock of the pipeline that made the models?")

@@ -28,17 +28,18 @@ def test_distribution_only_with_more_than_one_accelerator(backend, devices, kind
 FIT = """
 import json, numpy as np, keras
 from product_classifier.backend import accelerators, data_parallel
+keras.utils.set_random_seed(0)  # the same weights on every run: the learning check below cannot flake
 x = np.random.default_rng(0).normal(size=(100, 8)).astype("float32")
 y = (x[:, 0] > 0).astype("int64")
 def fit():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(x, y, batch_size=32, epochs=3, verbose=0).history
-    return model, history["loss"][-1]
+    return model, history["loss"]
 with data_parallel(DEVICES) as replicas:
-    model, loss = fit()
+    model, losses = fit()
     inside = REPLICAS_INSIDE
-print(json.dumps({"replicas": replicas, "inside": inside, "after": REPLICAS_AFTER, "loss": float(loss),
+print(json.dumps({"replicas": replicas, "inside": inside, "after": REPLICAS_AFTER, "first_loss": float(losses[0]), "loss": float(losses[-1]),
                   "accelerators": len(accelerators())}))
 """
 SETUP = {
@@ -71,7 +72,7 @@ def run_fit(backend: str) -> dict:
 def test_tensorflow_mirrored_strategy_trains_on_two_devices():
     out = run_fit("tensorflow")
     assert out == {**out, "replicas": 2, "inside": 2, "after": 1, "accelerators": 0}
-    assert out["loss"] < 1.0
+    assert out["loss"] < out["first_loss"]  # it learned
 
 
 @pytest.mark.slow
@@ -79,4 +80,4 @@ def test_jax_data_parallel_trains_on_two_devices():
     out = run_fit("jax")
     # Inside: the weights live on both devices; afterwards the global distribution is reset.
     assert out == {**out, "replicas": 2, "inside": 2, "after": None, "accelerators": 0}
-    assert out["loss"] < 1.0
+    assert out["loss"] < out["first_loss"]  # it learned
