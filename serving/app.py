@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
             log.warning("no users: set USERS_FILE or TEST_USER/TEST_USER_PASSWORD, nobody can get a token")
         try:
             service = ModelService.load(settings.models_dir, settings.dvc_lock_path, model_metrics,
-                                        settings.drift_window, loader)
+                                        settings, loader)
         except DataError as exc:
             log.error("cannot serve: %s", exc)
             raise

@@ -67,7 +67,10 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     dvc_lock_path: Path | None = None
     top_k: int = Field(5, ge=1, le=27)
-    drift_window: int = Field(500, gt=0)
+    # Drift statistics (serving/drift.py): predictions of the last DRIFT_WINDOW_SECONDS, at most DRIFT_WINDOW
+    drift_window: int = Field(5000, gt=0)
+    drift_window_seconds: float = Field(3600, gt=0)
+    drift_min_samples: int = Field(100, ge=10)
     # Micro-batching of concurrent predictions (BATCH_MAX_SIZE=1 turns it off)
     batch_max_size: int = Field(32, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)
