@@ -25,6 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger("serving.relay")
 MAX_BODY = 1_000_000
+DEFAULT_EVENT_TYPE = "retrain"  # .github/workflows/retrain.yml listens for it
 
 
 class RelayError(RuntimeError):
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("RELAY_PORT", "9095")))
     parser.add_argument("--repository", default=os.environ.get("GITHUB_REPOSITORY"))
     parser.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
-    parser.add_argument("--event-type", default=os.environ.get("RETRAIN_EVENT_TYPE", "retrain"))
+    parser.add_argument("--event-type", default=os.environ.get("RETRAIN_EVENT_TYPE", DEFAULT_EVENT_TYPE))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -102,3 +104,29 @@ class Prometheus:
         while (value := self.value(expr)) < minimum or math.isnan(value):
             assert time.monotonic() < deadline, f"{expr} = {value} after {timeout} s, expected >= {minimum}"
             time.sleep(0.5)
+
+
+class GitHubStandIn:
+    """POST /repos/{owner}/{name}/dispatches answered 204, as GitHub does; every request kept."""
+
+    def __init__(self, status: int = 204):
+        self.received: list[dict] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                stand_in.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
