@@ -149,6 +149,12 @@ retrain: ## the newest data (download refetches its source), then the pipeline r
 	dvc repro --force --single-item download
 	$(MAKE) ci-repro
 
+promote: ## newest registered model -> MLflow alias `champion` if fused F1 held (promote.tolerance), else `challenger`
+	python -m product_classifier.promotion promote $(if $(VERSION),--version $(VERSION))
+
+champion: ## which registered model version is champion (and challenger), and why
+	python -m product_classifier.promotion show
+
 ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
 	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"
 
