@@ -14,15 +14,23 @@ INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 
 class ModelMetrics:
     def __init__(self, registry: CollectorRegistry):
+        # `role` is champion (answers) or challenger (CHALLENGER_MODELS_DIR: shadow or canary), `version` its model.
         self.inference_seconds = Histogram(
             "model_inference_seconds", "Time spent per call, by stage: preprocess (one product) or model (one batch)",
-            ["stage"], buckets=INFERENCE_BUCKETS, registry=registry)
+            ["stage", "role", "version"], buckets=INFERENCE_BUCKETS, registry=registry)
         self.predictions = Counter("model_predictions_total", "Predictions made, by predicted class",
-                                   ["prdtypecode"], registry=registry)
+                                   ["prdtypecode", "role", "version"], registry=registry)
         self.confidence = Histogram("model_prediction_confidence", "Probability of the predicted class",
-                                    buckets=CONFIDENCE_BUCKETS, registry=registry)
-        self.info = Gauge("model_info", "Always 1; the label says which model version is served",
-                          ["version"], registry=registry)
+                                    ["role", "version"], buckets=CONFIDENCE_BUCKETS, registry=registry)
+        self.info = Gauge("model_info", "Always 1; the labels say which model version is served in which role",
+                          ["version", "role"], registry=registry)
+        # Shadow mode: the challenger predicts on the champion's requests, off the request path.
+        self.agreement = Counter("model_challenger_agreement_total", "Shadow predictions, by whether the challenger "
+                                 "predicted the champion's class", ["result"], registry=registry)
+        self.shadow_skipped = Counter("model_challenger_shadow_skipped_total", "Shadow predictions not made: the "
+                                      "challenger's queue was full (the champion never waits for it)", registry=registry)
+        self.challenger_errors = Counter("model_challenger_errors_total", "Challenger predictions that failed "
+                                         "(in shadow mode the champion's answer is unaffected)", registry=registry)
         # Drift (serving/drift.py): computed at each scrape over the recent time window; NaN below the minimum sample.
         self.drift = Gauge("model_drift_score",
                            "Jensen-Shannon divergence (base 2) of the recent predicted-class mix from the predicted mix "

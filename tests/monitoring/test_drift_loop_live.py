@@ -43,6 +43,7 @@ def loop(tiny_repo, tmp_path_factory):
     ports = {name: free_port() for name in ("serving", "node", "prometheus", "alertmanager", "relay")}
     env = serving_env(tiny_repo / "models", tmp)
     env.pop("DRIFT_MIN_SAMPLES")  # the default minimum sample
+    env.pop("CHALLENGER_MODELS_DIR")
     with contextlib.ExitStack() as stack:
         stack.callback(github.close)
 

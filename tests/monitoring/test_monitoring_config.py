@@ -217,7 +217,8 @@ def test_dashboard_shows_what_the_issue_asks_for():
     for metric in ("http_requests_total", "http_request_duration_seconds_bucket",
                    "http_request_duration_highr_seconds_bucket", "model_inference_seconds", "model_predictions_total",
                    "model_prediction_confidence_bucket", "model_drift_score",
-                   "model_drift_p_value", "model_low_confidence_share", "model_inputs_total", "model_input_text_chars", "model_info", "node_cpu_seconds_total",
+                   "model_drift_p_value", "model_low_confidence_share", "model_inputs_total", "model_input_text_chars",
+                   "model_challenger_agreement_total", "model_info", "node_cpu_seconds_total",
                    "node_memory_MemAvailable_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes"):
         assert metric in exprs, f"no panel shows {metric}"
 

@@ -49,7 +49,9 @@ def serving_env(models: Path, logs: Path) -> dict:
     from conftest import env
 
     # DRIFT_MIN_SAMPLES at its floor: the drift panels have data after this test's few predictions.
+    # The same models as a shadow challenger: the champion-vs-challenger panels have data too.
     return {**env(), "MODELS_DIR": str(models), "SECRET_KEY": secrets.token_urlsafe(48), "DRIFT_MIN_SAMPLES": "10",
+            "CHALLENGER_MODELS_DIR": str(models), "CHALLENGER_MODE": "shadow",
             "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD, "RATE_LIMIT_PREDICT": "10000/minute",
             "SERVING_LOGGER_PATH": str(logs / "serving-requests.log")}
 
