@@ -145,6 +145,16 @@ ci-repro: ## dvc repro: pulls what changed stages need, runs only those (no remo
 	@if [ -n "$$(dvc remote list)" ]; then set -x; dvc repro --pull --allow-missing; else set -x; dvc repro; fi
 	dvc metrics show
 
+retrain: ## the newest data (download refetches its source), then the pipeline reruns what changed (retrain.yml)
+	dvc repro --force --single-item download
+	$(MAKE) ci-repro
+
+promote: ## newest registered model -> MLflow alias `champion` if fused F1 held (promote.tolerance), else `challenger`
+	python -m product_classifier.promotion promote $(if $(VERSION),--version $(VERSION))
+
+champion: ## which registered model version is champion (and challenger), and why
+	python -m product_classifier.promotion show
+
 ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
 	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"
 

@@ -123,9 +123,9 @@ def model_calls(base: str) -> tuple[float, float]:
     text = httpx.get(f"{base}/metrics").text
     count = total = 0.0
     for line in text.splitlines():
-        if line.startswith('model_inference_seconds_count{stage="model"}'):
+        if line.startswith('model_inference_seconds_count{role="champion",stage="model"'):
             count = float(line.split()[-1])
-        elif line.startswith("model_predictions_total{"):
+        elif line.startswith("model_predictions_total{") and 'role="champion"' in line:
             total += float(line.split()[-1])
     return count, total
 

@@ -3,7 +3,8 @@
 #
 #   scripts/containers.sh env              print `export CONTAINERS_CONF=...` (eval it)
 #   scripts/containers.sh base             the Dockerfile's FROM image, from Debian (mmdebstrap), if missing
-#   scripts/containers.sh standins         prom/prometheus, prom/node-exporter, nginx, redis from Debian, if missing
+#   scripts/containers.sh standins         prom/prometheus, prom/node-exporter, prom/alertmanager, nginx, redis
+#                                          from Debian, if missing
 #   scripts/containers.sh serving TAG DIR  build Dockerfile.serve from build context DIR (default .) as TAG
 #   scripts/containers.sh images           base + stand-ins
 #
@@ -22,6 +23,7 @@ BASE_IMAGE=docker.io/library/$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile.serve
 # Stand-ins keep the tags the compose files pin, so the same files run with Docker and the real images.
 PROMETHEUS_IMAGE=docker.io/prom/prometheus:v2.53.3
 NODE_EXPORTER_IMAGE=docker.io/prom/node-exporter:v1.8.2
+ALERTMANAGER_IMAGE=docker.io/prom/alertmanager:v0.27.0
 NGINX_IMAGE=docker.io/library/nginx:1.22.1
 REDIS_IMAGE=docker.io/library/redis:7.0.15
 # Debian's docs, manuals and translations are not needed in any image.
@@ -63,6 +65,15 @@ standin() {  # standin IMAGE TAR CHANGE...
 }
 
 standins() {
+    if ! have "$ALERTMANAGER_IMAGE"; then
+        # Its own rootfs (the shared one below is cached by name); /alertmanager for nobody, as in the real image.
+        local am
+        am=$(rootfs alertmanager prometheus-alertmanager,wget,ca-certificates \
+            'mkdir -p "$1/alertmanager" && chown 65534:65534 "$1/alertmanager"')
+        standin "$ALERTMANAGER_IMAGE" "$am" 'ENTRYPOINT ["/usr/bin/prometheus-alertmanager"]' \
+            'CMD ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]' \
+            'USER 65534' 'WORKDIR /alertmanager' 'EXPOSE 9093'
+    fi
     if have "$PROMETHEUS_IMAGE" && have "$NODE_EXPORTER_IMAGE" && have "$NGINX_IMAGE" && have "$REDIS_IMAGE"; then
         return 0
     fi

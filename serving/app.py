@@ -19,6 +19,7 @@ from product_classifier.errors import DataError
 from product_classifier.predictor import Predictor
 
 from .batching import MicroBatcher
+from .challenger import Challenger
 from .config import Settings, load_settings
 from .errors import add_error_handlers
 from .metrics import ModelMetrics
@@ -46,10 +47,22 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
             log.warning("no users: set USERS_FILE or TEST_USER/TEST_USER_PASSWORD, nobody can get a token")
         try:
             service = ModelService.load(settings.models_dir, settings.dvc_lock_path, model_metrics,
-                                        settings.drift_window, loader)
+                                        settings, loader)
         except DataError as exc:
             log.error("cannot serve: %s", exc)
             raise
+        challenger = None
+        if settings.challenger_models_dir is not None:
+            try:
+                challenger = Challenger(ModelService.load(settings.challenger_models_dir, settings.challenger_dvc_lock_path,
+                                                          model_metrics, None, loader, role="challenger"),
+                                        settings.challenger_mode, settings.challenger_share,
+                                        settings.challenger_queue_size)
+            except DataError as exc:
+                log.error("cannot load the challenger: %s", exc)
+                raise
+            log.info("challenger %s in %s mode", challenger.version, settings.challenger_mode)
+        app.state.challenger = challenger
         batcher = MicroBatcher(service.run_prediction, settings.batch_max_size, settings.batch_max_wait_ms / 1000,
                                settings.batch_queue_size)
         await batcher.start()
@@ -61,6 +74,8 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         finally:
             app.state.service = None
             await batcher.stop()
+            if challenger is not None:
+                challenger.close()
 
     app = FastAPI(
         title="Rakuten product type classifier",
@@ -71,6 +86,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         lifespan=lifespan,
     )
     app.state.service, app.state.settings, app.state.users = None, settings, users
+    app.state.challenger = None
     limiter = Limiter(key_func=get_remote_address, storage_uri=settings.rate_limit_storage_uri)
     app.state.limiter = limiter
 

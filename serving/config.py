@@ -67,7 +67,18 @@ class Settings(BaseSettings):
     models_dir: Path = Path("models")
     dvc_lock_path: Path | None = None
     top_k: int = Field(5, ge=1, le=27)
-    drift_window: int = Field(500, gt=0)
+    # Drift statistics (serving/drift.py): predictions of the last DRIFT_WINDOW_SECONDS, at most DRIFT_WINDOW
+    drift_window: int = Field(5000, gt=0)
+    drift_window_seconds: float = Field(3600, gt=0)
+    drift_min_samples: int = Field(100, ge=10)
+    # A challenger beside the champion (serving/challenger.py): its models folder (dvc.lock beside it or
+    # CHALLENGER_DVC_LOCK_PATH), shadow (predicts on the same requests, off the request path) or canary
+    # (CHALLENGER_SHARE of users, sticky per user, answered by it)
+    challenger_models_dir: Path | None = None
+    challenger_dvc_lock_path: Path | None = None
+    challenger_mode: Literal["shadow", "canary"] = "shadow"
+    challenger_share: float = Field(0.1, ge=0, le=1)
+    challenger_queue_size: int = Field(64, ge=1)
     # Micro-batching of concurrent predictions (BATCH_MAX_SIZE=1 turns it off)
     batch_max_size: int = Field(32, ge=1, le=1024)
     batch_max_wait_ms: float = Field(2.0, ge=0, le=1000)

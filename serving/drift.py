@@ -1,11 +1,30 @@
-"""Drift of the predicted-class mix against the training mix: pure math plus a bounded window."""
+"""Drift of the recent predictions against the model's own predicted mix on the validation split.
+
+The reference (`drift_reference` in `models/fusion/fusion.json`, written by the fuse stage) is the
+*predicted* class mix on the validation split, so a model's bias is not called drift. The recent
+predictions are those of the last `window_seconds` (at most `max_size` of them). Below `min_samples`
+predictions there is not enough data: every statistic is NaN (an alert comparing it is false).
+
+Class mix: a G-test (log-likelihood ratio, `scipy.stats.power_divergence`) of the window's counts
+against the reference mix; its p-value has a known false-alarm rate (alerting on p < alpha fires on
+in-distribution traffic with probability about alpha: measured in tests/test_drift.py). Classes whose
+expected count is under 5 are pooled into one cell, where the chi-square approximation would not hold.
+The Jensen-Shannon divergence (base 2) stays as an effect size (`model_drift_score`).
+"""
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import power_divergence
+
+MIN_EXPECTED = 5.0
+REFERENCE_FLOOR = 1e-4  # a class the model never predicted on validation is rare, not impossible
 
 
 def js_divergence(p, q) -> float:
@@ -32,15 +51,60 @@ def class_mix(indices, n_classes: int) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
 
-class DriftWindow:
-    """The last `size` predicted class indices; `score()` is their JS divergence from the reference mix."""
+def g_test_p_value(counts, reference) -> float:
+    """p-value of a G-test of observed class `counts` against the `reference` mix (rare cells pooled)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    ref = np.maximum(np.asarray(reference, dtype=np.float64), REFERENCE_FLOOR)
+    n = counts.sum()
+    if n <= 0:
+        return math.nan
+    expected = ref / ref.sum() * n
+    rare = expected < MIN_EXPECTED
+    if rare.any():
+        counts = np.append(counts[~rare], counts[rare].sum())
+        expected = np.append(expected[~rare], expected[rare].sum())
+    if len(counts) < 2:
+        return 1.0
+    return float(power_divergence(counts, expected, lambda_="log-likelihood").pvalue)
 
-    def __init__(self, reference, size: int):
+
+@dataclass(frozen=True)
+class DriftStats:
+    predictions: int  # in the window
+    p_value: float  # G-test against the reference mix; NaN below the minimum sample
+    score: float  # Jensen-Shannon divergence from the reference mix; NaN below the minimum sample
+    low_confidence_share: float  # NaN below the minimum sample
+
+
+class DriftWindow:
+    """Predicted class indices and confidences of the last `window_seconds` (at most `max_size`)."""
+
+    def __init__(self, reference, window_seconds: float, max_size: int, min_samples: int,
+                 low_confidence: float = 0.5, clock=time.monotonic):
         self.reference = np.asarray(reference, dtype=np.float64)
-        self._recent: deque[int] = deque(maxlen=size)
+        self.window_seconds = window_seconds
+        self.min_samples = min_samples
+        self.low_confidence = low_confidence
+        self._clock = clock
+        self._recent: deque[tuple[float, int, float]] = deque(maxlen=max_size)
         self._lock = threading.Lock()
 
-    def add(self, indices) -> float:
+    def add(self, indices, confidences) -> DriftStats:
+        now = self._clock()
         with self._lock:
-            self._recent.extend(int(i) for i in indices)
-            return js_divergence(class_mix(self._recent, len(self.reference)), self.reference)
+            self._recent.extend((now, int(i), float(c)) for i, c in zip(indices, confidences, strict=True))
+            return self._stats(now)
+
+    def stats(self) -> DriftStats:
+        with self._lock:
+            return self._stats(self._clock())
+
+    def _stats(self, now: float) -> DriftStats:
+        while self._recent and self._recent[0][0] < now - self.window_seconds:
+            self._recent.popleft()
+        n = len(self._recent)
+        if n < self.min_samples:
+            return DriftStats(n, math.nan, math.nan, math.nan)
+        counts = np.bincount([i for _, i, _ in self._recent], minlength=len(self.reference))
+        low = sum(c < self.low_confidence for _, _, c in self._recent) / n
+        return DriftStats(n, g_test_p_value(counts, self.reference), js_divergence(counts, self.reference), low)

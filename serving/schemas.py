@@ -100,6 +100,13 @@ class ModelClass(BaseModel):
     category: str = Field(description="Approximate category name.")
 
 
+class ChallengerInfo(BaseModel):
+    version: str = Field(description="The challenger's model version (a hash of its dvc.lock outputs).")
+    mode: str = Field(description="`shadow` (predicts beside the champion, never answers) or `canary`.")
+    share: float | None = Field(None, description="Canary: the share of users it answers (sticky per user).")
+    artifacts: dict[str, str] = Field(description="DVC hash of each of its model artifact directories.")
+
+
 class ModelInfo(BaseModel):
     version: str = Field(description="Model version: a hash of the model outputs recorded in `dvc.lock`.")
     artifacts: dict[str, str] = Field(description="DVC hash of each model artifact directory (`lstm`, `vgg16`, `fusion`).")
@@ -108,3 +115,6 @@ class ModelInfo(BaseModel):
     metrics: dict | None = Field(None, description="The `evaluate` stage's test metrics for this model "
                                                    "(`fused`, `lstm`, `vgg16`), when available.")
     classes: list[ModelClass] = Field(description="The 27 classes the model predicts.")
+    role: str = Field("champion", description="This model's role: `champion` (it answers).")
+    challenger: ChallengerInfo | None = Field(None, description="The challenger beside it (CHALLENGER_MODELS_DIR), "
+                                                                "if one is loaded.")

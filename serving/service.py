@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from product_classifier import paths
+from product_classifier.atomic import read_json
 from product_classifier.labels import INDEX
 from product_classifier.predictor import Prediction, Predictor, Prepared, Product
 
@@ -21,43 +23,73 @@ log = logging.getLogger("serving")
 class ModelService:
     """Loaded once at startup. `run_prediction` is the only place the model runs (a micro-batcher slots in there)."""
 
-    def __init__(self, predictor: Predictor, identity: ModelIdentity, metrics: ModelMetrics, drift_window: int):
+    def __init__(self, predictor: Predictor, identity: ModelIdentity, metrics: ModelMetrics,
+                 drift: DriftWindow | None = None, role: str = "champion"):
         self.predictor = predictor
         self.identity = identity
         self.metrics = metrics
+        self.role = role
         self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls (Keras models share state)
-        self.drift = DriftWindow(predictor.class_mix, drift_window) if predictor.class_mix else None
-        metrics.info.labels(version=identity.version).set(1)
+        self.drift = drift
+        self._labels = {"role": role, "version": identity.version}
+        metrics.info.labels(**self._labels).set(1)
+        if drift is not None:
+            metrics.drift.set_function(lambda: drift.stats().score)
+            metrics.drift_p_value.set_function(lambda: drift.stats().p_value)
+            metrics.drift_predictions.set_function(lambda: drift.stats().predictions)
+            metrics.low_confidence.set_function(lambda: drift.stats().low_confidence_share)
 
     @classmethod
-    def load(cls, models_dir: Path, lock_path: Path | None, metrics: ModelMetrics, drift_window: int,
-             loader=Predictor.load) -> ModelService:
-        """Raises DataError when an artifact is missing or does not match dvc.lock."""
+    def load(cls, models_dir: Path, lock_path: Path | None, metrics: ModelMetrics, drift_settings=None,
+             loader=Predictor.load, role: str = "champion") -> ModelService:
+        """Raises DataError when an artifact is missing or does not match dvc.lock.
+
+        `drift_settings` (DRIFT_WINDOW, DRIFT_WINDOW_SECONDS, DRIFT_MIN_SAMPLES) turns the drift statistics on
+        when the models carry a drift reference (the fuse stage writes it)."""
         identity = verify_artifacts(models_dir, lock_path)
         start = time.perf_counter()
         predictor = loader(models_dir)
-        log.info("model %s loaded from %s in %.1f s", identity.version, models_dir, time.perf_counter() - start)
-        return cls(predictor, identity, metrics, drift_window)
+        log.info("%s model %s loaded from %s in %.1f s", role, identity.version, models_dir, time.perf_counter() - start)
+        drift = None
+        fusion_file = models_dir / paths.FUSION / paths.FUSION_FILE
+        reference = read_json(fusion_file).get("drift_reference") if fusion_file.is_file() else None
+        if reference and drift_settings is not None:
+            drift = DriftWindow(reference["predicted_mix"], drift_settings.drift_window_seconds,
+                                drift_settings.drift_window, drift_settings.drift_min_samples,
+                                reference["low_confidence_threshold"])
+            metrics.low_confidence_reference.set(reference["low_confidence_share"])
+        elif drift_settings is not None:
+            log.warning("no drift reference in %s (rerun the fuse stage): drift statistics are off", models_dir)
+        return cls(predictor, identity, metrics, drift, role)
 
     @property
     def version(self) -> str:
         return self.identity.version
 
-    def prepare(self, product: Product) -> Prepared:
-        """The shared preprocessing (raises ImageError for an unreadable image)."""
-        with self.metrics.inference_seconds.labels(stage="preprocess").time():
-            return self.predictor.prepare(product)
+    def prepare(self, product: Product, count_input: bool = True) -> Prepared:
+        """The shared preprocessing (raises ImageError for an unreadable image), and the input metrics
+        (`count_input` false for a shadow prediction: the champion counted that product already)."""
+        with self.metrics.inference_seconds.labels(stage="preprocess", **self._labels).time():
+            prepared = self.predictor.prepare(product)
+        if not count_input:
+            return prepared
+        description = (product.description or "").strip()
+        self.metrics.input_text_chars.observe(len(product.designation or "") + len(description))
+        self.metrics.inputs.labels(description="yes" if description else "no",
+                                   image="yes" if prepared.image is not None else "no").inc()
+        return prepared
 
     def run_prediction(self, prepared_items: Sequence[Prepared]) -> list[Prediction]:
         """One forward pass for all items (the micro-batcher's group), and the model metrics."""
         if not prepared_items:
             return []
-        with self._lock, self.metrics.inference_seconds.labels(stage="model").time():
+        with self._lock, self.metrics.inference_seconds.labels(stage="model", **self._labels).time():
             predictions = self.predictor.predict_prepared(list(prepared_items))
+        confidence = self.metrics.confidence.labels(**self._labels)
         for p in predictions:
-            self.metrics.predictions.labels(prdtypecode=str(p.code)).inc()
-            self.metrics.confidence.observe(p.confidence)
+            self.metrics.predictions.labels(prdtypecode=str(p.code), **self._labels).inc()
+            confidence.observe(p.confidence)
         if self.drift is not None:
-            self.metrics.drift.set(self.drift.add(INDEX[p.code] for p in predictions))
+            self.drift.add([INDEX[p.code] for p in predictions], [p.confidence for p in predictions])
         return predictions
 

@@ -181,3 +181,45 @@ def test_ci_report_without_base_shows_current_metrics(changed_repo):
     sh("make ci-report BASE=no-such-branch REPORT_DIR=report-nobase", repo)
     report = (repo / "report-nobase/report.md").read_text()
     assert "not found" in report and "f1_weighted" in report
+
+
+# --- retraining (issue 11): a drift alert's repository_dispatch, by hand, weekly ------------------------------
+
+RETRAIN = PROJECT / ".github/workflows/retrain.yml"
+
+
+def test_retrain_workflow_is_triggered_by_the_relay_by_hand_and_on_a_schedule():
+    from serving.relay import DEFAULT_EVENT_TYPE
+
+    wf = yaml.safe_load(RETRAIN.read_text())
+    on = triggers(wf)
+    assert on["repository_dispatch"]["types"] == [DEFAULT_EVENT_TYPE]
+    assert "workflow_dispatch" in on and on["schedule"][0]["cron"]
+    assert untested_publishers(wf) == [] and pushing_jobs(wf) == {"retrain"}
+
+
+def test_retrain_workflow_runs_make_targets_and_opens_a_pr_with_the_report():
+    wf = yaml.safe_load(RETRAIN.read_text())
+    job = wf["jobs"]["retrain"]
+    runs = [s.get("run", "") for s in job["steps"]]
+    assert "make retrain" in runs and any("make ci-report" in r for r in runs)
+    [pr] = [s for s in job["steps"] if s.get("uses", "").startswith("peter-evans/create-pull-request")]
+    assert pr["with"]["body-path"] == "report/pr-body.md"
+    assert any("report/report.md" in r and "pr-body.md" in r for r in runs)
+    # Alert fields reach the shell through env, never spliced into the script (injection).
+    assert not re.search(r"\$\{\{\s*github\.event\.client_payload", "\n".join(runs))
+    assert not re.search(r"(token|password)\s*:\s*(?!\$\{\{)\S", RETRAIN.read_text(), re.I)
+
+
+@pytest.mark.e2e
+def test_make_retrain_refetches_the_data_and_reruns_only_what_changed(tiny_repo, tmp_path):
+    """On the tiny pipeline: the sample is the same data, so only download runs and dvc.lock is unchanged."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo, symlinks=True)
+    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    lock = (repo / "dvc.lock").read_text()
+    out = sh("make retrain", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})
+    ran = re.findall(r"Running stage '(\w+)'", out.stdout)
+    assert ran == ["download"], out.stdout
+    assert (repo / "dvc.lock").read_text() == lock
+    assert "is up to date" in out.stdout or "Data and pipelines are up to date" in out.stdout

@@ -7,6 +7,7 @@ import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from slowapi import Limiter
 
 from product_classifier.errors import DataError
@@ -14,10 +15,12 @@ from product_classifier.labels import category
 from product_classifier.predictor import Prediction, Product
 
 from .. import schemas
+from ..challenger import Challenger
 from ..config import Settings
 from ..dependencies import Authorized, Service, user_key
 from ..errors import AUTH_ERRORS, INPUT_ERRORS, ItemRejected
 from ..middleware import request_id_of
+from ..security import User
 from ..service import ModelService
 
 
@@ -25,11 +28,24 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
     router = APIRouter(tags=["predict"])
     predict_limit = limiter.shared_limit(settings.rate_limit_predict, scope="predict", key_func=user_key)
 
-    async def predict_one(request: Request, service: ModelService, product: Product) -> Prediction:
+    def answering(request: Request, service: ModelService, user: User) -> tuple[Challenger | None, str]:
+        """Canary: the challenger when this user is in its share; else the champion (and a shadow, if any)."""
+        challenger = request.app.state.challenger
+        if challenger is not None and challenger.answers(user.username):
+            return challenger, challenger.version
+        return None, service.version
+
+    async def predict_one(request: Request, service: ModelService, product: Product,
+                          canary: Challenger | None = None) -> Prediction:
         try:
-            return await request.app.state.batcher.prepare_and_submit(service.prepare, product)
+            if canary is not None:
+                return await run_in_threadpool(canary.predict, product)
+            prediction = await request.app.state.batcher.prepare_and_submit(service.prepare, product)
         except DataError as exc:  # TextError, ImageError
             raise ItemRejected(422, str(exc)) from None
+        if request.app.state.challenger is not None:
+            request.app.state.challenger.shadow(product, prediction)  # returns at once
+        return prediction
 
     def body(prediction: Prediction, productid: int | None, imageid: int | None) -> dict:
         return {"prdtypecode": prediction.code, "category": category(prediction.code),
@@ -71,11 +87,13 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
         data = None
         if image is not None and (image.filename or image.size):  # browsers send an empty part for no file
             data = check_image(await image.read(settings.max_upload_bytes + 1))
-        prediction = await predict_one(request, service, Product(designation, description, data))
-        return {**body(prediction, productid, imageid), "model_version": service.version,
+        canary, version = answering(request, service, user)
+        prediction = await predict_one(request, service, Product(designation, description, data), canary)
+        return {**body(prediction, productid, imageid), "model_version": version,
                 "request_id": request_id_of(request.scope)}
 
-    async def predict_item(request: Request, service: ModelService, item: schemas.BatchItem) -> Prediction:
+    async def predict_item(request: Request, service: ModelService, item: schemas.BatchItem,
+                           canary: Challenger | None) -> Prediction:
         check_text(item.designation, item.description)
         data = None
         if item.image_base64:
@@ -86,7 +104,7 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
             except (binascii.Error, ValueError):
                 raise ItemRejected(422, "image_base64 is not valid base64") from None
             check_image(data)
-        return await predict_one(request, service, Product(item.designation, item.description, data))
+        return await predict_one(request, service, Product(item.designation, item.description, data), canary)
 
     @router.post("/predict/batch", response_model=schemas.BatchResponse, responses={**AUTH_ERRORS, **INPUT_ERRORS})
     @predict_limit
@@ -97,7 +115,8 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
             raise ItemRejected(422, "items is empty")
         if len(batch.items) > settings.max_batch_items:
             raise ItemRejected(422, f"at most {settings.max_batch_items} items per batch (MAX_BATCH_ITEMS)")
-        outcomes = await asyncio.gather(*(predict_item(request, service, it) for it in batch.items),
+        canary, version = answering(request, service, user)
+        outcomes = await asyncio.gather(*(predict_item(request, service, it, canary) for it in batch.items),
                                         return_exceptions=True)
         results = []
         for i, (item, outcome) in enumerate(zip(batch.items, outcomes, strict=True)):
@@ -109,6 +128,6 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
                 results.append({"index": i, "prediction": body(outcome, item.productid, item.imageid)})
         failed = sum(r.get("error") is not None for r in results)
         return {"results": results, "succeeded": len(results) - failed, "failed": failed,
-                "model_version": service.version, "request_id": request_id_of(request.scope)}
+                "model_version": version, "request_id": request_id_of(request.scope)}
 
     return router

@@ -14,6 +14,22 @@ from .params import Params
 from .predictor import Predictor, batched, load_single_models
 from .preprocess import Processed
 
+LOW_CONFIDENCE = 0.5
+
+
+def drift_reference(probabilities: np.ndarray) -> dict:
+    """What serving's drift statistics compare with: the model's own *predicted* class mix on the
+    validation split (so the model's bias is not called drift) and its share of low-confidence answers."""
+    predicted = probabilities.argmax(1)
+    confidence = probabilities.max(1)
+    return {
+        "split": "val",
+        "n": int(len(predicted)),
+        "predicted_mix": [round(float(m), 6) for m in np.bincount(predicted, minlength=NUM_CLASSES) / len(predicted)],
+        "low_confidence_threshold": LOW_CONFIDENCE,
+        "low_confidence_share": round(float((confidence < LOW_CONFIDENCE).mean()), 6),
+    }
+
 
 def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> dict:
     """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`."""
@@ -25,12 +41,14 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
     p_image = batched(predictor.image_proba, data.images, va)
     fusion = fit_fusion(p_text, p_image, data.labels[va], p.fuse.method, seed=p.train.seed)
     mix = np.bincount(data.labels[tr], minlength=NUM_CLASSES) / len(tr)
-    val_accuracy = float((fusion.combine(p_text, p_image).argmax(1) == data.labels[va]).mean())
+    fused = fusion.combine(p_text, p_image)
+    val_accuracy = float((fused.argmax(1) == data.labels[va]).mean())
     with atomic_path(out, is_dir=True) as tmp:
         write_json(tmp / paths.FUSION_FILE, {
             "fusion": fusion.to_dict(),
             "classes": list(CLASSES),
             "class_mix": [round(float(m), 6) for m in mix],
             "val_accuracy": val_accuracy,
+            "drift_reference": drift_reference(fused),
         })
     return {"method": fusion.method, "text_weight": fusion.text_weight, "val_accuracy": val_accuracy}

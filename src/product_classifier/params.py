@@ -96,6 +96,11 @@ class PredictParams(_Strict):
     chunk_size: int = Field(256, ge=1, description="products scored per chunk by the predict stage")
 
 
+class PromoteParams(_Strict):
+    tolerance: float = Field(0.01, ge=0, le=1, description="largest drop of fused weighted F1 (test split) a "
+                             "retrained model may show against the champion and still be promoted")
+
+
 class Params(_Strict):
     data: DataParams = DataParams()
     preprocess: PreprocessParams = PreprocessParams()
@@ -103,6 +108,7 @@ class Params(_Strict):
     fuse: FuseParams = FuseParams()
     evaluate: EvaluateParams = EvaluateParams()
     predict: PredictParams = PredictParams()
+    promote: PromoteParams = PromoteParams()
 
 
 def parse_params(raw: dict) -> Params:

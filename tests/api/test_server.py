@@ -42,7 +42,7 @@ def bearer(server) -> dict:
 
 def model_calls(server) -> float:
     text = httpx.get(f"{server}/metrics").text
-    match = re.search(r'^model_inference_seconds_count\{stage="model"\} (\S+)$', text, re.MULTILINE)
+    match = re.search(r'^model_inference_seconds_count\{role="champion",stage="model",[^}]*\} (\S+)$', text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
 

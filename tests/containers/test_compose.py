@@ -1,6 +1,6 @@
 """The monitoring stack as the README starts it: `.env.example` copied to `.env` and filled in, then
 `docker compose -f docker-compose.monitoring.yml up` (docker-compose v1 on podman), every service but Grafana
-(no stand-in for its image here). Checked from the host: serving on its port, every Prometheus target up."""
+(no stand-in for its image here) and the retrain relay (behind its `retrain` profile). Checked from the host: serving on its port, every Prometheus target up."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from .conftest import Compose, podman, port_or_free, project_dir, secret_values,
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 COMPOSE_FILE = "docker-compose.monitoring.yml"
-SERVICES = ("serving", "prometheus", "node-exporter")
+SERVICES = ("serving", "prometheus", "node-exporter", "alertmanager")
 
 
 @pytest.fixture(scope="module")
 def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
     values = secret_values()
     # The documented ports, unless something else on this machine holds them.
-    ports = {"SERVING_PORT": port_or_free(8000), "PROMETHEUS_PORT": port_or_free(9090)}
-    values.update({name: str(port) for name, port in ports.items() if port not in (8000, 9090)})
+    ports = {"SERVING_PORT": port_or_free(8000), "PROMETHEUS_PORT": port_or_free(9090),
+             "ALERTMANAGER_PORT": port_or_free(9093)}
+    values.update({name: str(port) for name, port in ports.items() if port not in (8000, 9090, 9093)})
     directory = project_dir(tmp_path_factory.mktemp("compose") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
     compose = Compose("pctest-monitoring", directory, [COMPOSE_FILE], docker_host)
     with compose.up(*SERVICES):

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import yaml
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -14,6 +19,7 @@ PROMETHEUS_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
 ALERTS = MONITORING / "prometheus" / "alerts.yml"
 ALERTS_TEST = MONITORING / "prometheus" / "alerts_test.yml"
 LOCAL_SCRIPT = MONITORING / "prometheus_local.py"
+ALERTMANAGER_CONFIG = MONITORING / "alertmanager" / "alertmanager.yml"
 GRAFANA = MONITORING / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 COMPOSE_FILE = PROJECT / "docker-compose.monitoring.yml"
@@ -65,3 +71,62 @@ def grouping_labels(expr: str) -> set[str]:
         names.update(n.strip() for n in group.split(",") if n.strip())
     return names - {"le"}
 
+
+
+def alertmanager_command(workdir: Path, port: int, webhook_url: str) -> list:
+    """Debian's Alertmanager on 127.0.0.1:`port` with the project's config, its webhooks sent to `webhook_url`
+    (the compose file's relay address is the only change), no clustering."""
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    for receiver in config["receivers"]:
+        for webhook in receiver.get("webhook_configs", []):
+            webhook["url"] = webhook_url
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return ["prometheus-alertmanager", f"--config.file={workdir / 'alertmanager.yml'}",
+            f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+
+
+class Prometheus:
+    def __init__(self, url: str):
+        self.url = url
+
+    def query(self, expr: str) -> list[dict]:
+        body = httpx.post(f"{self.url}/api/v1/query", data={"query": expr}, timeout=10).json()
+        assert body["status"] == "success", f"{expr}: {body}"
+        return body["data"]["result"]
+
+    def value(self, expr: str) -> float:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else math.nan
+
+    def wait_for(self, expr: str, minimum: float, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while (value := self.value(expr)) < minimum or math.isnan(value):
+            assert time.monotonic() < deadline, f"{expr} = {value} after {timeout} s, expected >= {minimum}"
+            time.sleep(0.5)
+
+
+class GitHubStandIn:
+    """POST /repos/{owner}/{name}/dispatches answered 204, as GitHub does; every request kept."""
+
+    def __init__(self, status: int = 204):
+        self.received: list[dict] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                stand_in.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

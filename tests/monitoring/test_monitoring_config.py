@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from monitoring_helpers import (
+    ALERTMANAGER_CONFIG,
     ALERTS,
     ALERTS_TEST,
     COMPOSE_FILE,
@@ -42,6 +43,24 @@ def test_prometheus_config_is_valid_and_loads_the_rules():
     assert "1 rule files found" in out
 
 
+@pytest.mark.skipif(shutil.which("amtool") is None, reason="amtool missing: run `make sysdeps`")
+def test_alertmanager_config_is_valid_and_routes_drift_to_the_retrain_relay(tmp_path):
+    run("amtool", "check-config", ALERTMANAGER_CONFIG)
+    # amtool's own routing: the drift alert (its labels from alerts.yml) reaches the retrain receiver, others do not.
+    drift = next(r for g in load_yaml(ALERTS)["groups"] for r in g["rules"] if r["alert"] == "PredictionDrift")
+    labels = [f"{k}={v}" for k, v in {"alertname": "PredictionDrift", **drift["labels"]}.items()]
+    assert run("amtool", "config", "routes", "test", "--config.file", ALERTMANAGER_CONFIG, *labels).stdout.strip() == "retrain"
+    assert run("amtool", "config", "routes", "test", "--config.file", ALERTMANAGER_CONFIG,
+               "alertname=ServiceDown", "severity=critical").stdout.strip() == "default"
+    config = load_yaml(ALERTMANAGER_CONFIG)
+    [retrain] = [r for r in config["receivers"] if r["name"] == "retrain"]
+    host = retrain["webhook_configs"][0]["url"].split("/")[2].split(":")[0]
+    assert host in load_yaml(COMPOSE_FILE)["services"], "the webhook is the compose relay service"
+    bad = tmp_path / "bad.yml"
+    bad.write_text(ALERTMANAGER_CONFIG.read_text().replace("receiver: retrain", "receiver: nowhere"))
+    assert subprocess.run(["amtool", "check-config", bad], capture_output=True).returncode != 0
+
+
 @needs_promtool
 def test_alert_rules_are_valid():
     run("promtool", "check", "rules", ALERTS)
@@ -55,7 +74,7 @@ def test_alert_rules_unit_tests_pass():
 def test_alerts_cover_the_required_conditions():
     rules = {r["alert"]: r for g in load_yaml(ALERTS)["groups"] for r in g["rules"]}
     assert set(rules) >= {"ServiceDown", "HighErrorRate", "HighPredictLatencyP95", "LowConfidenceShare",
-                          "PredictionDrift"}
+                          "PredictionDrift", "ConfidenceDrift", "InputDrift"}
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
@@ -67,7 +86,7 @@ def test_scrape_targets_are_compose_services_and_their_ports():
     services = load_yaml(COMPOSE_FILE)["services"]
     config = load_yaml(PROMETHEUS_CONFIG)
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert set(jobs) == {"serving", "prometheus", "node-exporter"}
+    assert set(jobs) == {"serving", "prometheus", "node-exporter", "alertmanager"}
     for name, job in jobs.items():
         [target] = [t for static in job["static_configs"] for t in static["targets"]]
         host, port = target.split(":")
@@ -80,11 +99,13 @@ def test_scrape_targets_are_compose_services_and_their_ports():
 @needs_promtool
 def test_local_variant_rewrites_targets_and_stays_valid(tmp_path):
     out = run(sys.executable, LOCAL_SCRIPT, "--print-config", "--workdir", tmp_path, "--serving", "127.0.0.1:18000",
-              "--node-exporter", "127.0.0.1:19100", "--listen", "127.0.0.1:19090", "--scrape-interval", "2s").stdout
+              "--node-exporter", "127.0.0.1:19100", "--listen", "127.0.0.1:19090", "--scrape-interval", "2s",
+              "--alertmanager", "127.0.0.1:19093").stdout
     config = yaml.safe_load(out)
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets == {"serving": ["127.0.0.1:18000"], "node-exporter": ["127.0.0.1:19100"],
-                       "prometheus": ["127.0.0.1:19090"]}
+                       "prometheus": ["127.0.0.1:19090"], "alertmanager": ["127.0.0.1:19093"]}
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:19093"]
     assert config["global"]["scrape_interval"] == "2s"
     assert config["rule_files"] == [str(ALERTS)]
     # Everything but the targets and intervals is the project's config, not a second copy of it.
@@ -100,7 +121,7 @@ def test_local_variant_refuses_a_job_without_local_address():
                              "import prometheus_local as p, yaml;"
                              "p.local_config(yaml.safe_load(p.CONFIG.read_text()), {'serving': 'x:1'}, p.CONFIG.parent)",
                              LOCAL_SCRIPT.parent], capture_output=True, text=True)
-    assert result.returncode != 0 and "no local address for job(s) ['node-exporter', 'prometheus']" in result.stderr
+    assert result.returncode != 0 and "no local address for job(s) ['alertmanager', 'node-exporter', 'prometheus']" in result.stderr
 
 
 # --- docker compose ---------------------------------------------------------------------------------------------
@@ -117,7 +138,8 @@ def test_compose_file_validates_with_docker_compose(tmp_path):
     project = compose_project(tmp_path)
     out = run("docker-compose", "--project-directory", project, "-f", COMPOSE_FILE, "config").stdout
     config = yaml.safe_load(out)
-    assert set(config["services"]) == {"serving", "prometheus", "grafana", "node-exporter"}
+    assert set(config["services"]) == {"serving", "prometheus", "grafana", "node-exporter", "alertmanager",
+                                       "retrain-relay"}
     # Every bind mount of the project's own files points at something that exists in the repository.
     for name, service in config["services"].items():
         for volume in service.get("volumes", []):
@@ -138,7 +160,7 @@ def test_compose_services_are_pinned_healthchecked_and_share_a_network():
     assert services["serving"]["build"]["dockerfile"] == "Dockerfile.serve"
     assert services["serving"]["env_file"] == ".env"
     for name, service in services.items():
-        if "image" in service and "build" not in service:
+        if "image" in service and "build" not in service and service["image"] != services["serving"]["image"]:
             image, _, tag = service["image"].rpartition(":")
             assert image and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin an exact image tag, not {tag!r}"
         assert service["healthcheck"]["test"], name
@@ -146,7 +168,7 @@ def test_compose_services_are_pinned_healthchecked_and_share_a_network():
     assert set(compose["networks"]) == {"monitoring"}
     named = set(compose["volumes"])
     used = {v.split(":")[0] for s in services.values() for v in s.get("volumes", []) if not v.startswith(("/", "."))}
-    assert used == named == {"prometheus-data", "grafana-data"}
+    assert used == named == {"prometheus-data", "grafana-data", "alertmanager-data"}
 
 
 # --- Grafana ----------------------------------------------------------------------------------------------------
@@ -194,7 +216,9 @@ def test_dashboard_shows_what_the_issue_asks_for():
     exprs = " ".join(t["expr"] for _, _, t in dashboard_queries())
     for metric in ("http_requests_total", "http_request_duration_seconds_bucket",
                    "http_request_duration_highr_seconds_bucket", "model_inference_seconds", "model_predictions_total",
-                   "model_prediction_confidence_bucket", "model_drift_score", "model_info", "node_cpu_seconds_total",
+                   "model_prediction_confidence_bucket", "model_drift_score",
+                   "model_drift_p_value", "model_low_confidence_share", "model_inputs_total", "model_input_text_chars",
+                   "model_challenger_agreement_total", "model_info", "node_cpu_seconds_total",
                    "node_memory_MemAvailable_bytes", "process_cpu_seconds_total", "process_resident_memory_bytes"):
         assert metric in exprs, f"no panel shows {metric}"
 
@@ -203,17 +227,20 @@ def test_dashboard_thresholds_are_the_alert_thresholds():
     """Panels colour red where the alert fires: both read the same number."""
     rules = {r["alert"]: r["expr"] for g in load_yaml(ALERTS)["groups"] for r in g["rules"]}
     threshold = {name: float(re.search(r">\s*([\d.]+)\s*$", expr.strip()).group(1)) for name, expr in rules.items()
-                 if name in {"HighErrorRate", "LowConfidenceShare", "PredictionDrift"}}
-    red = {}
+                 if name in {"HighErrorRate", "LowConfidenceShare"}}
+    drift_alpha = float(re.search(r"<\s*([\d.]+)\s*$", rules["PredictionDrift"].strip()).group(1))
+    red, green = {}, {}
     for path in DASHBOARDS:
         for panel in panels(json.loads(path.read_text())):
             steps = panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", [])
             for step in steps:
                 if step["color"] == "red" and step["value"] is not None:
                     red[panel["title"]] = step["value"]
+                if step["color"] == "green" and step["value"] is not None:
+                    green[panel["title"]] = step["value"]
     assert red["Error ratio"] == threshold["HighErrorRate"]
     assert red["Low-confidence share"] == threshold["LowConfidenceShare"]
-    assert red["Drift score"] == red["Drift score over time"] == threshold["PredictionDrift"]
+    assert green["Drift p-value"] == drift_alpha, "the p-value panel turns green where PredictionDrift stops"
 
 
 @pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node/npm missing: run `make sysdeps`")
