@@ -120,3 +120,11 @@ def test_unreadable_models_stop_startup_with_one_line(serving_image, tiny_repo, 
 
 def test_image_size_is_within_budget(serving_image):
     assert serving_image.size < IMAGE_SIZE_BUDGET, f"serving image is {serving_image.size / 1e9:.2f} GB"
+
+
+def test_image_has_no_tensorflow_or_keras(serving_image):
+    """The models run on ONNX Runtime: neither TensorFlow nor Keras is installed in the image."""
+    probe = ("import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') "
+             "if u.find_spec(m)])")
+    result = podman("run", "--rm", "--entrypoint", "python", serving_image.tag, "-c", probe)
+    assert result.stdout.strip().splitlines()[-1] == "['onnxruntime']", result.stdout + result.stderr
