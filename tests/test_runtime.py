@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT
-from product_classifier.evaluation import test_products
+from product_classifier import evaluation
 from product_classifier.predictor import Predictor
 from product_classifier.preprocess import Processed
 
@@ -21,7 +21,7 @@ TOLERANCE = 1e-4
 
 
 def test_onnx_runtime_matches_keras_on_the_test_split(tiny_repo):
-    products, _ = test_products(Processed(tiny_repo / "data/processed"), tiny_repo / "data/raw")
+    products, _ = evaluation.test_products(Processed(tiny_repo / "data/processed"), tiny_repo / "data/raw")
     served, keras_ = Predictor.load(tiny_repo / "models"), Predictor.load_keras(tiny_repo / "models")
     ours = [p for i in range(0, len(products), 64) for p in served.predict(products[i : i + 64], strict_image=False)]
     ref = [p for i in range(0, len(products), 64) for p in keras_.predict(products[i : i + 64], strict_image=False)]
@@ -38,13 +38,14 @@ def test_onnx_runtime_matches_keras_on_the_test_split(tiny_repo):
 
 
 def test_serving_loads_and_predicts_without_keras_or_tensorflow(tiny_models):
-    """The serving stack, its model loaded and one prediction made, never imports Keras or TensorFlow."""
+    """The serving stack, its model loaded and one prediction made, imports neither Keras nor TensorFlow (nor
+    scikit-learn or SciPy, which only the pipeline installs)."""
     code = f"""
 import json, sys
 from serving.app import create_app
 from product_classifier.predictor import Predictor, Product
 p = Predictor.load({str(tiny_models)!r}).predict([Product("Piscine gonflable", "bleue")])[0]
-print(json.dumps({{"code": p.code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "tf2onnx"))}}))
+print(json.dumps({{"code": p.code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "tf2onnx", "sklearn", "scipy"))}}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
