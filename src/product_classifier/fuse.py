@@ -11,7 +11,7 @@ from .atomic import atomic_path, write_json
 from .fusion import fit_fusion
 from .labels import CLASSES, NUM_CLASSES
 from .params import Params
-from .predictor import Predictor, batched, load_single_models
+from .predictor import Predictor, batched, load_onnx_steps
 from .preprocess import Processed
 
 LOW_CONFIDENCE = 0.5
@@ -34,7 +34,7 @@ def drift_reference(probabilities: np.ndarray) -> dict:
 def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> dict:
     """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`."""
     data = Processed(processed)
-    predictor = Predictor(*load_single_models(models), fusion=None)
+    predictor = Predictor(*load_onnx_steps(models), fusion=None)  # the served runtime's probabilities
     # Fitted where it is used: products with both a usable text and a usable image.
     va, tr = data.rows("val", with_image=True, with_text=True), data.rows("train")
     p_text = batched(predictor.text_proba, data.tokens, va)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from sklearn.metrics import f1_score, log_loss
 
 from .labels import NUM_CLASSES
 
@@ -48,6 +47,8 @@ class Fusion:
 
 
 def fit_fusion(p_text: np.ndarray, p_image: np.ndarray, labels: np.ndarray, method: str, seed: int = 0) -> Fusion:
+    from sklearn.metrics import f1_score, log_loss  # fitting only: serving combines without scikit-learn
+
     if method == "weighted":
         # Best weighted F1 on validation; ties broken by log loss, then by the smaller weight.
         def score(w: float):

@@ -27,6 +27,7 @@ VOCAB_FILE = "vocab.json"
 LSTM, VGG16, FUSION = "lstm", "vgg16", "fusion"
 MODEL_DIRS = (LSTM, VGG16, FUSION)
 MODEL_FILE = "model.keras"
+ONNX_FILE = "model.onnx"  # the same model exported for serving (ONNX Runtime, no TensorFlow)
 META_FILE = "meta.json"
 FUSION_FILE = "fusion.json"
 

@@ -16,6 +16,7 @@ from .errors import DataError, ImageError
 from .fusion import Fusion
 from .images import is_blank, load_image
 from .labels import CLASSES, category
+from .runtime import Forward
 from .text import Vocabulary, clean_text
 
 REQUIRED_FILES = (
@@ -23,6 +24,8 @@ REQUIRED_FILES = (
     f"{paths.VGG16}/{paths.MODEL_FILE}", f"{paths.VGG16}/{paths.META_FILE}",
     f"{paths.FUSION}/{paths.FUSION_FILE}",
 )
+ONNX_FILES = (f"{paths.LSTM}/{paths.ONNX_FILE}", f"{paths.LSTM}/{paths.VOCAB_FILE}",
+              f"{paths.VGG16}/{paths.ONNX_FILE}", f"{paths.VGG16}/{paths.META_FILE}")
 
 
 @dataclass(frozen=True)
@@ -78,19 +81,37 @@ def _check_files(models_dir: Path, files) -> None:
         raise DataError(f"{models_dir}: missing model artifact(s) {', '.join(missing)}; run `dvc repro` or `dvc pull`")
 
 
-def load_single_models(models_dir: Path) -> tuple:
-    """(lstm, vocabulary, image model, image size): the two trained models, before fusion."""
+def load_keras_steps(models_dir: Path) -> tuple:
+    """(text forward, vocabulary, image forward, image size) from the Keras models: the reference the served
+    runtime is checked against, and the baseline benchmarks compare with (needs the `pipeline` extra)."""
     _check_files(models_dir, REQUIRED_FILES[:4])
     import keras
 
     from .models import CaffePreprocess  # noqa: F401  (registers the custom layer)
 
     return (
-        keras.saving.load_model(models_dir / paths.LSTM / paths.MODEL_FILE),
+        compile_inference(keras.saving.load_model(models_dir / paths.LSTM / paths.MODEL_FILE), "int32"),
         Vocabulary.load(models_dir / paths.LSTM / paths.VOCAB_FILE),
-        keras.saving.load_model(models_dir / paths.VGG16 / paths.MODEL_FILE),
-        int(read_json(models_dir / paths.VGG16 / paths.META_FILE)["image_size"]),
+        compile_inference(keras.saving.load_model(models_dir / paths.VGG16 / paths.MODEL_FILE), "float32"),
+        image_size(models_dir),
     )
+
+
+def load_onnx_steps(models_dir: Path, threads: int | None = None) -> tuple:
+    """(text forward, vocabulary, image forward, image size) on ONNX Runtime: what serving and `evaluate` run."""
+    _check_files(models_dir, ONNX_FILES)
+    from .runtime import onnx_forward
+
+    return (
+        onnx_forward(models_dir / paths.LSTM / paths.ONNX_FILE, threads),
+        Vocabulary.load(models_dir / paths.LSTM / paths.VOCAB_FILE),
+        onnx_forward(models_dir / paths.VGG16 / paths.ONNX_FILE, threads),
+        image_size(models_dir),
+    )
+
+
+def image_size(models_dir: Path) -> int:
+    return int(read_json(models_dir / paths.VGG16 / paths.META_FILE)["image_size"])
 
 
 def compile_inference(model, dtype: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -133,24 +154,33 @@ def batched(fn, array: np.ndarray, rows: np.ndarray, batch: int = 128) -> np.nda
 
 
 class Predictor:
-    def __init__(self, lstm, vocab: Vocabulary, image_model, image_size: int, fusion: Fusion,
-                 class_mix: list[float] | None = None):
-        self.lstm = lstm
+    """`text_step` and `image_step` are the two models' forward passes (numpy batch in, probabilities out):
+    ONNX Runtime sessions when loaded with `load` (served), compiled Keras models with `load_keras`."""
+
+    def __init__(self, text_step: Forward, vocab: Vocabulary, image_step: Forward, image_size: int,
+                 fusion: Fusion | None, class_mix: list[float] | None = None):
+        self._text_step = text_step
         self.vocab = vocab
-        self.image_model = image_model
+        self._image_step = image_step
         self.image_size = image_size
         self.fusion = fusion
         self.class_mix = class_mix
-        self._text_step = compile_inference(lstm, "int32")
-        self._image_step = compile_inference(image_model, "float32")
 
     @classmethod
-    def load(cls, models_dir: str | os.PathLike) -> Predictor:
-        models_dir = Path(models_dir)
-        _check_files(models_dir, REQUIRED_FILES)
+    def load(cls, models_dir: str | os.PathLike, threads: int | None = None) -> Predictor:
+        """The served predictor: both models on ONNX Runtime (`threads` intra-op threads, see runtime.py)."""
+        return cls._with_fusion(Path(models_dir), load_onnx_steps(Path(models_dir), threads))
+
+    @classmethod
+    def load_keras(cls, models_dir: str | os.PathLike) -> Predictor:
+        """The same predictor on the Keras models (the reference; needs TensorFlow)."""
+        return cls._with_fusion(Path(models_dir), load_keras_steps(Path(models_dir)))
+
+    @classmethod
+    def _with_fusion(cls, models_dir: Path, steps: tuple) -> Predictor:
+        _check_files(models_dir, REQUIRED_FILES[-1:])
         fused = read_json(models_dir / paths.FUSION / paths.FUSION_FILE)
-        return cls(*load_single_models(models_dir), fusion=Fusion.from_dict(fused["fusion"]),
-                   class_mix=fused.get("class_mix"))
+        return cls(*steps, fusion=Fusion.from_dict(fused["fusion"]), class_mix=fused.get("class_mix"))
 
     # -- preprocessing: the same functions preprocess used on the training data --
     def prepare(self, product: Product, strict_image: bool = True) -> Prepared:

@@ -133,3 +133,11 @@ def test_unreadable_users_file_stops_startup_with_one_line(serving_image, tmp_pa
     errors = [line for line in result.stderr.splitlines() if line.strip() and not PODMAN_LOG.match(line)]
     assert errors == ["error: /app/users.json: not readable by uid 10001, the user serving runs as; make it readable "
                       "(e.g. `chown 10001 /app/users.json`)"], result.stderr
+
+
+def test_image_has_no_tensorflow_or_keras(serving_image):
+    """The models run on ONNX Runtime: neither TensorFlow nor Keras is installed in the image."""
+    probe = ("import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') "
+             "if u.find_spec(m)])")
+    result = podman("run", "--rm", "--entrypoint", "python", serving_image.tag, "-c", probe)
+    assert result.stdout.strip().splitlines()[-1] == "['onnxruntime']", result.stdout + result.stderr

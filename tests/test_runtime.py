@@ -1,0 +1,53 @@
+"""The served runtime (ONNX Runtime) gives Keras's answers, and serving runs without Keras or TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT
+from product_classifier import evaluation
+from product_classifier.predictor import Predictor
+from product_classifier.preprocess import Processed
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# Largest difference of any probability, ONNX Runtime FP32 against Keras on TensorFlow: both run the same
+# float32 graph; kernels differ in summation order only (measured: about 1e-6 on the sample).
+TOLERANCE = 1e-4
+
+
+def test_onnx_runtime_matches_keras_on_the_test_split(tiny_repo):
+    products, _ = evaluation.test_products(Processed(tiny_repo / "data/processed"), tiny_repo / "data/raw")
+    served, keras_ = Predictor.load(tiny_repo / "models"), Predictor.load_keras(tiny_repo / "models")
+    ours = [p for i in range(0, len(products), 64) for p in served.predict(products[i : i + 64], strict_image=False)]
+    ref = [p for i in range(0, len(products), 64) for p in keras_.predict(products[i : i + 64], strict_image=False)]
+    assert len(ours) == len(ref) == len(products) > 50
+    for a, b in zip(ours, ref, strict=True):
+        assert a.modalities == b.modalities
+        assert a.code == b.code
+        assert a.text.argmax() == b.text.argmax()
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=TOLERANCE, rtol=0)
+        np.testing.assert_allclose(a.text, b.text, atol=TOLERANCE, rtol=0)
+        if a.image is not None:
+            assert a.image.argmax() == b.image.argmax()
+            np.testing.assert_allclose(a.image, b.image, atol=TOLERANCE, rtol=0)
+
+
+def test_serving_loads_and_predicts_without_keras_or_tensorflow(tiny_models):
+    """The serving stack, its model loaded and one prediction made, imports neither Keras nor TensorFlow (nor
+    scikit-learn, which only the pipeline installs; SciPy stays, for the drift test)."""
+    code = f"""
+import json, sys
+from serving.app import create_app
+from product_classifier.predictor import Predictor, Product
+p = Predictor.load({str(tiny_models)!r}).predict([Product("Piscine gonflable", "bleue")])[0]
+print(json.dumps({{"code": p.code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "tf2onnx", "sklearn"))}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["code"] > 0
+    assert result["loaded"] == []
