@@ -29,7 +29,7 @@ class ModelService:
         self.identity = identity
         self.metrics = metrics
         self.role = role
-        self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls (Keras models share state)
+        self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls (each already uses INFERENCE_THREADS cores)
         self.drift = drift
         self._labels = {"role": role, "version": identity.version}
         metrics.info.labels(**self._labels).set(1)

@@ -41,7 +41,7 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
             if canary is not None:
                 return await run_in_threadpool(canary.predict, product)
             prediction = await request.app.state.batcher.prepare_and_submit(service.prepare, product)
-        except DataError as exc:  # TextError, ImageError
+        except DataError as exc:  # e.g. ImageError (an image that is not one)
             raise ItemRejected(422, str(exc)) from None
         if request.app.state.challenger is not None:
             request.app.state.challenger.shadow(product, prediction)  # returns at once
