@@ -134,7 +134,7 @@ def test_training_without_preprocessed_data_says_what_to_run(workdir):
 def test_evaluate_without_models_names_the_missing_artifacts(workdir, tiny_repo):
     shutil.copytree(tiny_repo / "data/processed", workdir / "data/processed")
     shutil.copytree(tiny_repo / "models/lstm", workdir / "models/lstm")
-    assert_one_line_error(run_stage("evaluate", workdir), f"missing model artifact(s) {paths.VGG16}/{paths.MODEL_FILE}")
+    assert_one_line_error(run_stage("evaluate", workdir), f"missing model artifact(s) {paths.VGG16}/{paths.ONNX_FILE}")  # evaluate runs the served models
     assert not (workdir / "metrics").exists()
 
 
