@@ -10,6 +10,9 @@ before it is written.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -38,12 +41,30 @@ def _onnx_bytes_tf(model: keras.Model) -> bytes:
     return proto.SerializeToString()
 
 
+def _onnx_bytes_via_tensorflow(model: keras.Model, tmp: Path) -> bytes:
+    """Under another backend (JAX would need jax2onnx), a TensorFlow process exports the saved model:
+    `.keras` files are backend-agnostic."""
+    keras_file = tmp.with_name(tmp.name + ".keras")
+    model.save(keras_file)
+    try:
+        result = subprocess.run([sys.executable, "-m", __name__, str(keras_file), str(tmp)], capture_output=True,
+                                text=True, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    finally:
+        keras_file.unlink(missing_ok=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+        raise DataError(f"{tmp.name}: ONNX export under TensorFlow failed: {last}")
+    return tmp.read_bytes()
+
+
 def _onnx_bytes(model: keras.Model, tmp: Path) -> bytes:
     import onnx
 
+    if keras.backend.backend() != "tensorflow":
+        return _onnx_bytes_via_tensorflow(model, tmp)
     model.export(tmp, format="onnx", verbose=False)
     data = tmp.read_bytes()
-    if len(onnx.load_from_string(data).graph.input) > len(model.inputs) and keras.backend.backend() == "tensorflow":
+    if len(onnx.load_from_string(data).graph.input) > len(model.inputs):
         return _onnx_bytes_tf(model)
     return data
 
@@ -59,3 +80,13 @@ def export_onnx(model: keras.Model, path: Path, example: np.ndarray) -> float:
         if not diff <= TOLERANCE:
             raise DataError(f"{path.name}: ONNX export differs from the Keras model by {diff:.2g} (> {TOLERANCE})")
     return diff
+
+
+if __name__ == "__main__":  # python -m product_classifier.export MODEL.keras OUT.onnx (run under TensorFlow)
+    from . import models  # noqa: F401  (registers the custom layers the saved model names)
+
+    model = keras.saving.load_model(sys.argv[1])
+    (inp,) = model.inputs
+    model(np.zeros((1, *inp.shape[1:]), inp.dtype), training=False)  # export needs a called model
+    out = Path(sys.argv[2])
+    out.write_bytes(_onnx_bytes(model, out))
