@@ -89,11 +89,12 @@ class DriftWindow:
         self._recent: deque[tuple[float, int, float]] = deque(maxlen=max_size)
         self._lock = threading.Lock()
 
-    def add(self, indices, confidences) -> DriftStats:
+    def add(self, indices, confidences) -> None:
+        """Record predictions (on the model thread, after every forward pass: no statistics here; they are
+        computed when read, at a Prometheus scrape. Computing them here cost 4% of a 1-client profile)."""
         now = self._clock()
         with self._lock:
             self._recent.extend((now, int(i), float(c)) for i, c in zip(indices, confidences, strict=True))
-            return self._stats(now)
 
     def stats(self) -> DriftStats:
         with self._lock:

@@ -59,10 +59,12 @@ class Clock:
 def test_below_the_minimum_sample_there_is_no_score_only_a_count():
     reference = skewed_reference()
     window = DriftWindow(reference, window_seconds=3600, max_size=5000, min_samples=MIN_SAMPLES)
-    stats = window.add([0] * (MIN_SAMPLES - 1), [0.9] * (MIN_SAMPLES - 1))  # one class only, but too few
+    window.add([0] * (MIN_SAMPLES - 1), [0.9] * (MIN_SAMPLES - 1))  # one class only, but too few
+    stats = window.stats()
     assert stats.predictions == MIN_SAMPLES - 1
     assert math.isnan(stats.p_value) and math.isnan(stats.score) and math.isnan(stats.low_confidence_share)
-    stats = window.add([10], [0.2])
+    window.add([10], [0.2])
+    stats = window.stats()
     assert stats.predictions == MIN_SAMPLES
     assert stats.p_value < ALPHA and stats.score > 0.2
     assert stats.low_confidence_share == pytest.approx(1 / MIN_SAMPLES)
@@ -77,5 +79,6 @@ def test_old_predictions_leave_the_window_so_the_signal_decays():
     clock.now = 601
     assert window.stats().predictions == 0 and math.isnan(window.stats().p_value)
     rng = np.random.default_rng(1)
-    stats = window.add(list(rng.choice(len(reference), size=400, p=reference)), [0.9] * 400)
+    window.add(list(rng.choice(len(reference), size=400, p=reference)), [0.9] * 400)
+    stats = window.stats()
     assert stats.p_value > ALPHA
