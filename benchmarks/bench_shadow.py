@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 import httpx
-from bench_serving import PASSWORD, ROOT, USER, ensure_models, load, start
 
+from bench_serving import PASSWORD, ROOT, USER, ensure_models, load, start
 from common import header, print_table
 from product_classifier import paths
 
