@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -112,6 +114,8 @@ class ModelInfo(BaseModel):
     artifacts: dict[str, str] = Field(description="DVC hash of each model artifact directory (`lstm`, `vgg16`, `fusion`).")
     fusion: str = Field(description="How the two models' probabilities are combined (`weighted` or `stacking`).")
     image_size: int = Field(description="Side in pixels images are resized to.")
+    image_precision: Literal["float32", "int8"] = Field("float32", description="Precision of the image model that runs: `float32`, or "
+                                 "`int8` when the fuse stage's INT8 gate accepted the quantized one (`quantize.int8`).")
     metrics: dict | None = Field(None, description="The `evaluate` stage's test metrics for this model "
                                                    "(`fused`, `lstm`, `vgg16`), when available.")
     classes: list[ModelClass] = Field(description="The 27 classes the model predicts.")

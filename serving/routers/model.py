@@ -20,6 +20,7 @@ def model(request: Request, user: Authorized, service: Service):
     """Which model answers: its version and artifact hashes from `dvc.lock`, its test metrics, its classes."""
     return {"version": service.version, "artifacts": service.identity.hashes,
             "fusion": service.predictor.fusion.method, "image_size": service.predictor.image_size,
+            "image_precision": service.predictor.image_precision,
             "metrics": request.app.state.evaluate_metrics, "role": service.role,
             "challenger": request.app.state.challenger.describe() if request.app.state.challenger else None,
             "classes": [{"prdtypecode": c, "category": category(c)} for c in CLASSES]}

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import paths
 from .atomic import atomic_path, write_json
-from .fusion import fit_fusion
+from .fusion import Fusion, fit_fusion
 from .labels import CLASSES, NUM_CLASSES
-from .params import Params
+from .params import Params, QuantizeParams
 from .predictor import Predictor, batched, load_onnx_steps
 from .preprocess import Processed
+from .runtime import Forward
 
 LOW_CONFIDENCE = 0.5
+DECIMALS = 6  # of the figures in the stage's metrics
 
 
 def drift_reference(probabilities: np.ndarray) -> dict:
@@ -31,8 +34,68 @@ def drift_reference(probabilities: np.ndarray) -> dict:
     }
 
 
+def weighted_f1(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, probabilities.argmax(1), average="weighted", zero_division=0))
+
+
+def calibration_images(data: Processed, size: int, seed: int) -> np.ndarray:
+    """A seeded sample of `size` training images (those with a usable image): the INT8 calibration batch."""
+    rows = data.rows("train", with_image=True)
+    picked = np.sort(np.random.default_rng(seed).choice(rows, size=min(size, len(rows)), replace=False))
+    return np.asarray(data.images[picked])
+
+
+def served_probabilities(fusion: Fusion, p_text: np.ndarray, image_forward: Forward, images: np.ndarray,
+                         rows: np.ndarray) -> np.ndarray:
+    """The fused probabilities of `rows` when `image_forward` is the served image model (same fusion, same text)."""
+    p_image = np.asarray(batched(image_forward, images, rows), dtype=np.float64)
+    return fusion.combine(p_text, p_image)
+
+
+def int8_gate(float_f1: float, int8_f1: float, agreement: float, max_f1_drop: float,
+              min_agreement: float) -> tuple[bool, str]:
+    """Whether the INT8 image model may be served, and why; the bounds themselves pass. The figures are
+    compared as the metrics report them (6 decimals): bounds copied from the metrics hold, and a drop of
+    0.9 - 0.89 is 0.01, not 0.010000000000000009."""
+    drop, agreement = round(float_f1 - int8_f1, DECIMALS), round(agreement, DECIMALS)
+    figures = f"fused val F1 drop {drop:.4f}"
+    if drop > max_f1_drop:
+        return False, f"{figures} > {max_f1_drop:g} (agreement {agreement:.1%})"
+    if agreement < min_agreement:
+        return False, f"agreement with the float model {agreement:.1%} < {min_agreement:.1%} ({figures})"
+    return True, f"{figures} <= {max_f1_drop:g}, agreement {agreement:.1%} >= {min_agreement:.1%}"
+
+
+def gate_int8_model(data: Processed, models: Path, out_file: Path, fusion: Fusion, p_text: np.ndarray,
+                    float_fused: np.ndarray, rows: np.ndarray, q: QuantizeParams, seed: int) -> tuple[dict, np.ndarray]:
+    """Quantize the image model into `out_file`, score the fused validation predictions it gives and keep
+    the file only if the gate accepts it (refused: the file is deleted and one warning line says why).
+    Returns the gate's figures and the fused validation probabilities with the INT8 image model."""
+    from .quantize import quantize_image_model
+    from .runtime import onnx_forward
+
+    quantize_image_model(models / paths.VGG16 / paths.ONNX_FILE, out_file,
+                         calibration_images(data, q.calibration_size, seed))
+    int8_fused = served_probabilities(fusion, p_text, onnx_forward(out_file), data.images, rows)
+    labels = data.labels[rows]
+    float_f1, int8_f1 = weighted_f1(labels, float_fused), weighted_f1(labels, int8_fused)
+    agreement = float((int8_fused.argmax(1) == float_fused.argmax(1)).mean())
+    accepted, reason = int8_gate(float_f1, int8_f1, agreement, q.max_f1_drop, q.min_agreement)
+    if not accepted:
+        out_file.unlink()
+        print(f"warning: INT8 image model refused: {reason}; the float model is served", file=sys.stderr, flush=True)
+    return {"val_f1_weighted": round(int8_f1, DECIMALS), "f1_drop": round(float_f1 - int8_f1, DECIMALS),
+            "agreement": round(agreement, DECIMALS), "accepted": accepted}, int8_fused
+
+
 def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> dict:
-    """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`."""
+    """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`;
+    with `quantize.int8`, also the INT8 image model if it passes the gate (named in fusion.json).
+
+    Returns the validation figures (the stage's metrics): fused weighted F1 and accuracy of the float
+    models, and with `quantize.int8` those of the INT8 image model under `int8`."""
     data = Processed(processed)
     predictor = Predictor(*load_onnx_steps(models), fusion=None)  # the served runtime's probabilities
     # Fitted where it is used: products with both a usable text and a usable image.
@@ -43,12 +106,22 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
     mix = np.bincount(data.labels[tr], minlength=NUM_CLASSES) / len(tr)
     fused = fusion.combine(p_text, p_image)
     val_accuracy = float((fused.argmax(1) == data.labels[va]).mean())
+    figures = {"method": fusion.method, "text_weight": fusion.text_weight,
+               "val_f1_weighted": round(weighted_f1(data.labels[va], fused), DECIMALS),
+               "val_accuracy": round(val_accuracy, DECIMALS)}
+    served, served_fused = {}, fused
     with atomic_path(out, is_dir=True) as tmp:
+        if p.quantize.int8:
+            figures["int8"], int8_fused = gate_int8_model(data, models, tmp / paths.INT8_IMAGE_FILE, fusion, p_text,
+                                                          fused, va, p.quantize, p.train.seed)
+            if figures["int8"]["accepted"]:
+                served, served_fused = {"image_model": paths.INT8_IMAGE_MODEL}, int8_fused
         write_json(tmp / paths.FUSION_FILE, {
             "fusion": fusion.to_dict(),
             "classes": list(CLASSES),
             "class_mix": [round(float(m), 6) for m in mix],
             "val_accuracy": val_accuracy,
-            "drift_reference": drift_reference(fused),
+            "drift_reference": drift_reference(served_fused),  # what the served model predicts
+            **served,
         })
-    return {"method": fusion.method, "text_weight": fusion.text_weight, "val_accuracy": val_accuracy}
+    return figures

@@ -88,6 +88,17 @@ class FuseParams(_Strict):
     method: Literal["weighted", "stacking"] = "weighted"
 
 
+class QuantizeParams(_Strict):
+    """Optional INT8 image model, served only if it passes the gate (fuse stage, validation split)."""
+
+    int8: bool = False
+    calibration_size: int = Field(256, ge=1, description="training images that calibrate the activation ranges")
+    max_f1_drop: float = Field(0.01, ge=0, le=1, description="largest drop of fused weighted F1 (validation) "
+                               "the INT8 image model may cause and still be served")
+    min_agreement: float = Field(0.95, ge=0, le=1, description="smallest share of validation products whose fused "
+                                 "class is the same with the INT8 and the float image model")
+
+
 class EvaluateParams(_Strict):
     latency_samples: int = Field(50, ge=5)
 
@@ -106,6 +117,7 @@ class Params(_Strict):
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
     fuse: FuseParams = FuseParams()
+    quantize: QuantizeParams = QuantizeParams()
     evaluate: EvaluateParams = EvaluateParams()
     predict: PredictParams = PredictParams()
     promote: PromoteParams = PromoteParams()

@@ -24,6 +24,7 @@ REQUIRED_FILES = (
     f"{paths.VGG16}/{paths.MODEL_FILE}", f"{paths.VGG16}/{paths.META_FILE}",
     f"{paths.FUSION}/{paths.FUSION_FILE}",
 )
+FLOAT32, INT8 = "float32", "int8"  # the served image model's precision (INT8: fusion.json's `image_model`)
 ONNX_FILES = (f"{paths.LSTM}/{paths.ONNX_FILE}", f"{paths.LSTM}/{paths.VOCAB_FILE}",
               f"{paths.VGG16}/{paths.ONNX_FILE}", f"{paths.VGG16}/{paths.META_FILE}")
 
@@ -75,6 +76,11 @@ class Prediction:
                  "probability": float(self.probabilities[i])} for i in order]
 
 
+def _fusion_file(models_dir: Path) -> dict:
+    _check_files(models_dir, REQUIRED_FILES[-1:])
+    return read_json(models_dir / paths.FUSION / paths.FUSION_FILE)
+
+
 def _check_files(models_dir: Path, files) -> None:
     missing = [f for f in files if not (models_dir / f).exists()]
     if missing:
@@ -97,15 +103,20 @@ def load_keras_steps(models_dir: Path) -> tuple:
     )
 
 
-def load_onnx_steps(models_dir: Path, threads: int | None = None) -> tuple:
-    """(text forward, vocabulary, image forward, image size) on ONNX Runtime: what serving and `evaluate` run."""
+def load_onnx_steps(models_dir: Path, threads: int | None = None, image_model: str | None = None) -> tuple:
+    """(text forward, vocabulary, image forward, image size) on ONNX Runtime: what serving and `evaluate` run.
+    `image_model`: another image model file to run (relative to `models_dir`: the fuse stage's INT8 one)."""
+    image_file = image_model or f"{paths.VGG16}/{paths.ONNX_FILE}"
     _check_files(models_dir, ONNX_FILES)
+    if not (models_dir / image_file).is_file():
+        raise DataError(f"{models_dir}: {paths.FUSION}/{paths.FUSION_FILE} names the image model {image_file}, which "
+                        "is missing; run `dvc repro` or `dvc pull`")
     from .runtime import onnx_forward
 
     return (
         onnx_forward(models_dir / paths.LSTM / paths.ONNX_FILE, threads),
         Vocabulary.load(models_dir / paths.LSTM / paths.VOCAB_FILE),
-        onnx_forward(models_dir / paths.VGG16 / paths.ONNX_FILE, threads),
+        onnx_forward(models_dir / image_file, threads),
         image_size(models_dir),
     )
 
@@ -158,29 +169,37 @@ class Predictor:
     ONNX Runtime sessions when loaded with `load` (served), compiled Keras models with `load_keras`."""
 
     def __init__(self, text_step: Forward, vocab: Vocabulary, image_step: Forward, image_size: int,
-                 fusion: Fusion | None, class_mix: list[float] | None = None):
+                 fusion: Fusion | None, class_mix: list[float] | None = None, image_precision: str = FLOAT32):
         self._text_step = text_step
         self.vocab = vocab
         self._image_step = image_step
         self.image_size = image_size
         self.fusion = fusion
         self.class_mix = class_mix
+        self.image_precision = image_precision  # of the image model that runs: "float32" or "int8"
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike, threads: int | None = None) -> Predictor:
-        """The served predictor: both models on ONNX Runtime (`threads` intra-op threads, see runtime.py)."""
-        return cls._with_fusion(Path(models_dir), load_onnx_steps(Path(models_dir), threads))
+        """The served predictor: both models on ONNX Runtime (`threads` intra-op threads, see runtime.py); the
+        image model is the INT8 one when fusion.json names it (the fuse stage's gate accepted it)."""
+        models_dir = Path(models_dir)
+        _check_files(models_dir, (*ONNX_FILES, REQUIRED_FILES[-1]))  # all missing ones named at once
+        fused = _fusion_file(models_dir)
+        image_model = fused.get("image_model")
+        return cls._with_fusion(fused, load_onnx_steps(models_dir, threads, image_model),
+                                INT8 if image_model else FLOAT32)
 
     @classmethod
     def load_keras(cls, models_dir: str | os.PathLike) -> Predictor:
-        """The same predictor on the Keras models (the reference; needs TensorFlow)."""
-        return cls._with_fusion(Path(models_dir), load_keras_steps(Path(models_dir)))
+        """The same predictor on the Keras models (the float reference; needs TensorFlow)."""
+        models_dir = Path(models_dir)
+        steps = load_keras_steps(models_dir)
+        return cls._with_fusion(_fusion_file(models_dir), steps, FLOAT32)
 
     @classmethod
-    def _with_fusion(cls, models_dir: Path, steps: tuple) -> Predictor:
-        _check_files(models_dir, REQUIRED_FILES[-1:])
-        fused = read_json(models_dir / paths.FUSION / paths.FUSION_FILE)
-        return cls(*steps, fusion=Fusion.from_dict(fused["fusion"]), class_mix=fused.get("class_mix"))
+    def _with_fusion(cls, fused: dict, steps: tuple, image_precision: str) -> Predictor:
+        return cls(*steps, fusion=Fusion.from_dict(fused["fusion"]), class_mix=fused.get("class_mix"),
+                   image_precision=image_precision)
 
     # -- preprocessing: the same functions preprocess used on the training data --
     def prepare(self, product: Product, strict_image: bool = True) -> Prepared:

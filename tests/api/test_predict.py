@@ -198,6 +198,7 @@ def test_model_route(client, auth, tiny_repo):
     body = client.get("/model", headers=auth).json()
     assert [c["prdtypecode"] for c in body["classes"]] == list(CLASSES)
     assert set(body["artifacts"]) == {"lstm", "vgg16", "fusion"}
+    assert body["image_precision"] == "float32"  # quantize.int8 is off by default
     evaluated = json.loads((tiny_repo / "metrics" / "evaluate" / "metrics.json").read_text())
     assert body["metrics"]["fused"]["f1_weighted"] == evaluated["fused"]["f1_weighted"]
     assert client.get("/model").status_code == 401
