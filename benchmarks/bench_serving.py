@@ -53,7 +53,7 @@ def serve(variant: str, port: int) -> None:
     from product_classifier.predictor import Predictor
     from serving.app import create_app
 
-    loader = {"tensorflow": Predictor.load_keras, "onnx": partial(Predictor.load, image_model=None),
+    loader = {"tensorflow": Predictor.load_keras, "onnx": partial(Predictor.load, image_model=f"{paths.VGG16}/{paths.ONNX_FILE}"),
               "int8": partial(Predictor.load, image_model=os.environ.get(INT8_ENV))}[variant]
     uvicorn.run(create_app(loader=loader), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
@@ -61,9 +61,10 @@ def serve(variant: str, port: int) -> None:
 # -- bare forward passes ---------------------------------------------------------------------------------
 def int8_model(workdir: Path) -> Path:
     """The image model quantized as the fuse stage does with `quantize.int8: true` (same calibration)."""
+    from product_classifier.fuse import calibration_images
     from product_classifier.params import load_params
     from product_classifier.preprocess import Processed
-    from product_classifier.quantize import calibration_images, quantize_image_model
+    from product_classifier.quantize import quantize_image_model
 
     p = load_params(ROOT / "params.yaml")
     out = workdir / "image.int8.onnx"

@@ -145,6 +145,12 @@ def test_int8_within_the_bounds_is_served_and_evaluated(accepted, refused, tiny_
     assert [str(a.code) for a in answers] == evaluated["predicted"].astype(str).tolist()
     assert [a.confidence for a in answers] == pytest.approx(evaluated["confidence"].tolist(), abs=1e-5)
 
+    # The benchmarks' override: the float image model of the same directory, whatever fusion.json names.
+    as_float = Predictor.load(repo / paths.MODELS, image_model=f"{paths.VGG16}/{paths.ONNX_FILE}")
+    assert as_float.image_precision == "float32"
+    assert [a.confidence for a in as_float.predict(products[:20], strict_image=False)] == pytest.approx(
+        float_evaluated["confidence"].tolist()[:20], abs=1e-5)
+
 
 @pytest.mark.e2e
 def test_model_route_reports_the_served_image_precision(accepted, tmp_path):

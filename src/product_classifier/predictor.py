@@ -179,15 +179,17 @@ class Predictor:
         self.image_precision = image_precision  # of the image model that runs: "float32" or "int8"
 
     @classmethod
-    def load(cls, models_dir: str | os.PathLike, threads: int | None = None) -> Predictor:
+    def load(cls, models_dir: str | os.PathLike, threads: int | None = None,
+             image_model: str | os.PathLike | None = None) -> Predictor:
         """The served predictor: both models on ONNX Runtime (`threads` intra-op threads, see runtime.py); the
-        image model is the INT8 one when fusion.json names it (the fuse stage's gate accepted it)."""
+        image model is the INT8 one when fusion.json names it (the fuse stage's gate accepted it).
+        `image_model` overrides that choice (relative to `models_dir`, or absolute): benchmarks compare both."""
         models_dir = Path(models_dir)
         _check_files(models_dir, (*ONNX_FILES, REQUIRED_FILES[-1]))  # all missing ones named at once
         fused = _fusion_file(models_dir)
-        image_model = fused.get("image_model")
-        return cls._with_fusion(fused, load_onnx_steps(models_dir, threads, image_model),
-                                INT8 if image_model else FLOAT32)
+        image_model = str(image_model or fused.get("image_model") or f"{paths.VGG16}/{paths.ONNX_FILE}")
+        precision = FLOAT32 if Path(models_dir, image_model) == models_dir / paths.VGG16 / paths.ONNX_FILE else INT8
+        return cls._with_fusion(fused, load_onnx_steps(models_dir, threads, image_model), precision)
 
     @classmethod
     def load_keras(cls, models_dir: str | os.PathLike) -> Predictor:
