@@ -4,13 +4,14 @@ any products CSV + image folder, one row per product, one-line errors, nothing h
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, sh
+from conftest import BIN, env, sh
 from product_classifier import paths
-from product_classifier.batch import COLUMNS
+from product_classifier.batch import COLUMNS, MISSING_PANDAS
 
 pytestmark = pytest.mark.slow
 CLI = BIN / "product-classifier-predict"
@@ -75,3 +76,16 @@ def test_bad_input_gets_one_line_and_writes_nothing(tiny_repo, products, tmp_pat
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert list(tmp_path.glob("scored*")) == [] and list(tmp_path.glob(".scored*")) == []
+
+
+def test_without_pandas_says_what_to_install(tiny_repo, products, tmp_path):
+    """pandas is in the `batch` and `pipeline` extras, not in `serve` (the serving image): one line, not a traceback."""
+    home, _ = products
+    no_pandas = "import sys; sys.modules['pandas'] = None; from product_classifier.batch import main; main()"
+    result = subprocess.run([BIN / "python", "-c", no_pandas, home / "products.csv", home / "images",
+                             "--models", tiny_repo / paths.MODELS, "-o", tmp_path / "out.csv"],
+                            cwd=tiny_repo, env=env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {MISSING_PANDAS}"], result.stderr
+    assert "pip install 'product-classifier[batch]'" in MISSING_PANDAS
+    assert list(tmp_path.iterdir()) == []

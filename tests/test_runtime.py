@@ -39,13 +39,13 @@ def test_onnx_runtime_matches_keras_on_the_test_split(tiny_repo):
 
 def test_serving_loads_and_predicts_without_keras_or_tensorflow(tiny_models):
     """The serving stack, its model loaded and one prediction made, imports neither Keras nor TensorFlow (nor
-    scikit-learn, which only the pipeline installs; SciPy stays, for the drift test)."""
+    scikit-learn or pandas, which only the pipeline and batch scoring install; SciPy stays, for the drift test)."""
     code = f"""
 import json, sys
 from serving.app import create_app
 from product_classifier.predictor import Predictor, Product
 p = Predictor.load({str(tiny_models)!r}).predict([Product("Piscine gonflable", "bleue")])[0]
-print(json.dumps({{"code": p.code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "tf2onnx", "sklearn"))}}))
+print(json.dumps({{"code": p.code, "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow", "tf2onnx", "sklearn", "pandas"))}}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

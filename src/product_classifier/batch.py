@@ -22,18 +22,30 @@ from tqdm import tqdm
 from . import paths
 from .atomic import atomic_path
 from .cli import one_line_errors
-from .dataset import X_COLUMNS, iter_csv
 from .errors import DataError, ImageError, UserError
 from .labels import category
 from .predictor import Predictor, Prepared, Product
 
 COLUMNS = ("productid", "imageid", "prdtypecode", "category", "confidence", "modalities")
 DEFAULT_CHUNK = 256
+MISSING_PANDAS = "product-classifier-predict reads CSVs with pandas, which is not installed: " \
+    "pip install 'product-classifier[batch]' (the serving image has no pandas)"
+
+
+def read_chunks(csv_path: Path, chunksize: int):
+    """The products CSV in checked chunks (dataset.py, on pandas: the `batch` and `pipeline` extras, not `serve`)."""
+    try:
+        from .dataset import X_COLUMNS, iter_csv
+    except ModuleNotFoundError as exc:
+        if exc.name != "pandas":
+            raise
+        raise UserError(MISSING_PANDAS) from None
+    return iter_csv(csv_path, X_COLUMNS, chunksize)
 
 
 def count_rows(csv_path: Path, chunksize: int) -> int:
     """Products in the file (quoted multi-line descriptions count once), for the progress bar's total."""
-    return sum(len(chunk) for chunk in iter_csv(csv_path, X_COLUMNS, chunksize))
+    return sum(len(chunk) for chunk in read_chunks(csv_path, chunksize))
 
 
 def prepare(predictor: Predictor, product: Product) -> tuple[Prepared | None, str | None]:
@@ -94,7 +106,7 @@ def score_csv(predictor: Predictor, csv_path: Path, images: Path, out: Path, chu
                  file=sys.stderr) as bar:
         writer = csv.DictWriter(fh, COLUMNS)
         writer.writeheader()
-        for chunk in iter_csv(csv_path, X_COLUMNS, chunksize):
+        for chunk in read_chunks(csv_path, chunksize):
             rows, bad = score_rows(predictor, chunk, images)
             writer.writerows(rows)
             problems += bad

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shutil
@@ -135,9 +136,25 @@ def test_unreadable_users_file_stops_startup_with_one_line(serving_image, tmp_pa
                       "(e.g. `chown 10001 /app/users.json`)"], result.stderr
 
 
-def test_image_has_no_tensorflow_or_keras(serving_image):
-    """The models run on ONNX Runtime: neither TensorFlow nor Keras is installed in the image."""
-    probe = ("import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnxruntime') "
+def test_image_has_no_tensorflow_keras_or_pandas(serving_image):
+    """The models run on ONNX Runtime: neither TensorFlow nor Keras is installed in the image; serving reads no
+    CSV, so no pandas either (the `batch` and `pipeline` extras have it)."""
+    probe = ("import importlib.util as u; print([m for m in ('tensorflow', 'keras', 'tf2onnx', 'pandas', 'onnxruntime') "
              "if u.find_spec(m)])")
     result = podman("run", "--rm", "--entrypoint", "python", serving_image.tag, "-c", probe)
     assert result.stdout.strip().splitlines()[-1] == "['onnxruntime']", result.stdout + result.stderr
+
+
+def test_image_holds_the_models_pruned_once(serving_image, tiny_repo, tmp_path):
+    """No .keras file (serving runs the ONNX exports), the manifest that keeps dvc.lock's identity: the build stage
+    pruned the models, the runtime stage copied the result, so the image holds them once."""
+    probe = ("import json, pathlib; m = pathlib.Path('/app/models'); "
+             "print(json.dumps(sorted(p.relative_to(m).as_posix() for p in m.rglob('*') if p.is_file())))")
+    result = podman("run", "--rm", "--entrypoint", "python", serving_image.tag, "-c", probe)
+    files = json.loads(result.stdout.strip().splitlines()[-1])
+    models = tiny_repo / "models"
+    kept = [p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file() and p.suffix != ".keras"]
+    assert files == sorted([*kept, "manifest.json"])
+    check = run(serving_image.tag, env=env_file(tmp_path / "serving.env"), name=f"pctest-check-{uuid.uuid4().hex[:8]}",
+                detach=False, command=("python", "-m", "serving", "--check"))
+    assert check.returncode == 0 and "matches /app/dvc.lock" in check.stderr, check.stdout + check.stderr
