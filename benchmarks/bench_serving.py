@@ -61,15 +61,13 @@ def serve(variant: str, port: int) -> None:
 # -- bare forward passes ---------------------------------------------------------------------------------
 def int8_model(workdir: Path) -> Path:
     """The image model quantized as the fuse stage does with `quantize.int8: true` (same calibration)."""
-    from product_classifier.fuse import calibration_images
+    from product_classifier.fuse import quantize_image
     from product_classifier.params import load_params
     from product_classifier.preprocess import Processed
-    from product_classifier.quantize import quantize_image_model
 
     p = load_params(ROOT / "params.yaml")
-    out = workdir / "image.int8.onnx"
-    calibration = calibration_images(Processed(ROOT / paths.PROCESSED), p.quantize.calibration_size, p.train.seed)
-    quantize_image_model(ROOT / paths.MODELS / paths.VGG16 / paths.ONNX_FILE, out, calibration)
+    out = workdir / paths.INT8_IMAGE_FILE
+    quantize_image(Processed(ROOT / paths.PROCESSED), ROOT / paths.MODELS, out, p.quantize, p.train.seed)
     return out
 
 

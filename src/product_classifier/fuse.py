@@ -47,6 +47,15 @@ def calibration_images(data: Processed, size: int, seed: int) -> np.ndarray:
     return np.asarray(data.images[picked])
 
 
+def quantize_image(data: Processed, models: Path, out_file: Path, q: QuantizeParams, seed: int) -> None:
+    """The served float image model quantized to INT8 into `out_file`, calibrated on `calibration_images`
+    (the fuse stage's candidate; the benchmarks build the same one)."""
+    from .quantize import quantize_image_model
+
+    quantize_image_model(models / paths.VGG16 / paths.ONNX_FILE, out_file,
+                         calibration_images(data, q.calibration_size, seed))
+
+
 def served_probabilities(fusion: Fusion, p_text: np.ndarray, image_forward: Forward, images: np.ndarray,
                          rows: np.ndarray) -> np.ndarray:
     """The fused probabilities of `rows` when `image_forward` is the served image model (same fusion, same text)."""
@@ -73,11 +82,9 @@ def gate_int8_model(data: Processed, models: Path, out_file: Path, fusion: Fusio
     """Quantize the image model into `out_file`, score the fused validation predictions it gives and keep
     the file only if the gate accepts it (refused: the file is deleted and one warning line says why).
     Returns the gate's figures and the fused validation probabilities with the INT8 image model."""
-    from .quantize import quantize_image_model
     from .runtime import onnx_forward
 
-    quantize_image_model(models / paths.VGG16 / paths.ONNX_FILE, out_file,
-                         calibration_images(data, q.calibration_size, seed))
+    quantize_image(data, models, out_file, q, seed)
     int8_fused = served_probabilities(fusion, p_text, onnx_forward(out_file), data.images, rows)
     labels = data.labels[rows]
     float_f1, int8_f1 = weighted_f1(labels, float_fused), weighted_f1(labels, int8_fused)
