@@ -12,7 +12,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving", description=__doc__)
     parser.add_argument("--host", help="interface to listen on (default: HOST, 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default: PORT, 8000)")
+    parser.add_argument("--port", type=int, help="port (default: PORT, 8000; 0: any free port)")
     parser.add_argument("--check", action="store_true", help="only check settings and artifacts, then exit")
     args = parser.parse_args(argv)
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host or settings.host, port=args.port or settings.port,
+    uvicorn.run(create_app(settings), host=args.host or settings.host, port=settings.port if args.port is None else args.port,
                 access_log=False, proxy_headers=True, timeout_graceful_shutdown=10)
     return 0
 

@@ -18,6 +18,7 @@ from typing import Literal
 
 from product_classifier.predictor import Prediction, Product
 
+from .metrics import AGREEMENT
 from .service import ModelService
 
 log = logging.getLogger("serving")
@@ -34,6 +35,8 @@ class Challenger:
         self.service, self.mode, self.share = service, mode, share
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="challenger-shadow")
         self._slots = threading.BoundedSemaphore(queue_size)
+        if mode == "shadow":
+            service.metrics.shadow()
 
     @property
     def version(self) -> str:
@@ -69,7 +72,7 @@ class Challenger:
             metrics.challenger_errors.inc()
             log.warning("challenger %s failed in shadow: %s: %s", self.version, type(exc).__name__, exc)
             return
-        metrics.agreement.labels(result="agree" if prediction.code == champion_code else "disagree").inc()
+        metrics.agreement.labels(result=AGREEMENT[0] if prediction.code == champion_code else AGREEMENT[1]).inc()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

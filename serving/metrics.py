@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from product_classifier.labels import CLASSES
+
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 TEXT_CHARS_BUCKETS = (10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+PRESENCE = ("yes", "no")  # model_inputs_total's description and image labels
+AGREEMENT = ("agree", "disagree")  # model_challenger_agreement_total's result label
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -53,3 +57,27 @@ class ModelMetrics:
                                           buckets=TEXT_CHARS_BUCKETS, registry=registry)
         self.inputs = Counter("model_inputs_total", "Products received, by whether they have a description and "
                               "a usable image", ["description", "image"], registry=registry)
+        # Label values known in advance start at 0 (the Prometheus client guidance), so that a healthy service's
+        # panels and alert expressions read 0, not "No data", before the first such product or shadow answer.
+        for description in PRESENCE:
+            for image in PRESENCE:
+                self.inputs.labels(description=description, image=image)
+
+    def serve(self, role: str, version: str) -> dict[str, str]:
+        """A model now serves in `role`: its info series, and its per-class prediction counters at 0."""
+        labels = {"role": role, "version": version}
+        self.info.labels(**labels).set(1)
+        for code in CLASSES:
+            self.predictions.labels(prdtypecode=str(code), **labels)
+        return labels
+
+
+    def shadow(self) -> None:
+        """A challenger in shadow mode: its agreement counters at 0 (none without one)."""
+        for result in AGREEMENT:
+            self.agreement.labels(result=result)
+
+
+def presence(value: object) -> str:
+    """The `description` / `image` label value of `model_inputs_total`."""
+    return PRESENCE[0] if value else PRESENCE[1]

@@ -15,7 +15,7 @@ from product_classifier.predictor import Prediction, Predictor, Prepared, Produc
 
 from .artifacts import ModelIdentity, verify_artifacts
 from .drift import DriftWindow
-from .metrics import ModelMetrics
+from .metrics import ModelMetrics, presence
 
 log = logging.getLogger("serving")
 
@@ -31,8 +31,7 @@ class ModelService:
         self.role = role
         self._lock = threading.Lock()  # one forward pass at a time, whichever thread calls (each already uses INFERENCE_THREADS cores)
         self.drift = drift
-        self._labels = {"role": role, "version": identity.version}
-        metrics.info.labels(**self._labels).set(1)
+        self._labels = metrics.serve(role, identity.version)
         if drift is not None:
             metrics.drift.set_function(lambda: drift.stats().score)
             metrics.drift_p_value.set_function(lambda: drift.stats().p_value)
@@ -75,8 +74,7 @@ class ModelService:
             return prepared
         description = (product.description or "").strip()
         self.metrics.input_text_chars.observe(len(product.designation or "") + len(description))
-        self.metrics.inputs.labels(description="yes" if description else "no",
-                                   image="yes" if prepared.image is not None else "no").inc()
+        self.metrics.inputs.labels(description=presence(description), image=presence(prepared.image is not None)).inc()
         return prepared
 
     def run_prediction(self, prepared_items: Sequence[Prepared]) -> list[Prediction]:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -34,14 +38,32 @@ def deep_update(base: dict, changes: dict) -> dict:
     return out
 
 
+# Hermetic: nothing of the developer's shell reaches a test or the processes it starts. Tracking,
+# remotes, CI, cloud and backend settings by prefix, and every variable `.env.example` documents (the
+# serving and compose settings), are removed from this process's environment before any test runs;
+# a test that needs one sets it for its own process (`sh(..., extra_env=...)`, `monkeypatch`).
+LEAKY_PREFIXES = ("MLFLOW_", "DAGSHUB_", "AWS_", "GITHUB_", "DVC_", "KERAS_", "RAY_", "GIT_")
+
+
+DOCUMENTED = {line.split("=", 1)[0].strip() for line in (PROJECT / ".env.example").read_text().splitlines()
+              if "=" in line and not line.lstrip().startswith("#")}
+
+
+def leaky(name: str) -> bool:
+    return name.startswith(LEAKY_PREFIXES) or name in DOCUMENTED
+
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+                "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+for _name in [n for n in os.environ if leaky(n)]:
+    del os.environ[_name]
+os.environ.update(GIT_IDENTITY)
+
+
 def env() -> dict:
     e = dict(os.environ)
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for var, value in (("GIT_AUTHOR_NAME", "test"), ("GIT_AUTHOR_EMAIL", "test@example.com"),
-                       ("GIT_COMMITTER_NAME", "test"), ("GIT_COMMITTER_EMAIL", "test@example.com")):
-        e.setdefault(var, value)
-    e.pop("KERAS_BACKEND", None)
     return e
 
 
@@ -69,9 +91,28 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
 # --- servers started by tests -------------------------------------------------------------------
 
 def free_port() -> int:
+    """A port free now, for a server that must know its own address before it starts (Prometheus scrapes
+    itself; a closed port nobody listens on). Other servers start on port 0: see `listening_port`."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def listening_port(proc: subprocess.Popen, log: Path, timeout: float = 60) -> int:
+    """The TCP port a server started on port 0 listens on (its process or a child's): the port is taken by the
+    process that serves, so no other process can take it between a check and the start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode} before listening:\n{log.read_text()[-4000:]}")
+        with contextlib.suppress(psutil.Error):
+            server = psutil.Process(proc.pid)
+            for member in (server, *server.children(recursive=True)):
+                ports = [c.laddr.port for c in member.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+                if ports:
+                    return ports[0]
+        time.sleep(0.2)
+    pytest.fail(f"{proc.args[0]} not listening after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 @contextlib.contextmanager
@@ -102,12 +143,62 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
     pytest.fail(f"{url} not up after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
+def copy_repo(repo: Path, dest: Path) -> Path:
+    """A writable copy of a reproduced repository (git history, DVC cache, outputs, lock): what `make_repo`
+    and `dvc repro` would give again, without the minute of training."""
+    shutil.copytree(repo, dest, symlinks=True)
+    return dest
+
+
+# The tiny pipeline is a function of these files (and of TINY and the Python version): its reproduced
+# repository is kept under .cache/tiny-pipeline/<their digest> and copied from there while none of them changes.
+TINY_INPUTS = ("dvc.yaml", ".dvcignore", ".gitignore", "params.yaml", "constraints.txt", "pyproject.toml", "stages", "src")
+TINY_CACHE = PROJECT / ".cache" / "tiny-pipeline"
+
+
+def tiny_key() -> str:
+    digest = hashlib.sha256(json.dumps([TINY, sys.version]).encode())
+    for name in TINY_INPUTS:
+        root = PROJECT / name
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file()
+                                                    and "__pycache__" not in f.parts and ".egg-info" not in str(f))
+        for f in files:
+            digest.update(f.relative_to(PROJECT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
-    """The real pipeline, run once per test session on the tiny sample; treat it as read-only."""
-    repo = make_repo(tmp_path_factory.mktemp("tiny") / "repo")
-    sh("dvc repro -q", repo)
-    return repo
+    """The real pipeline on the tiny sample, run once per version of its inputs (TINY_INPUTS) and copied
+    into each session; treat it as read-only (`copy_repo` it to change anything)."""
+    kept = TINY_CACHE / tiny_key()
+    dest = tmp_path_factory.mktemp("tiny") / "repo"
+    if not (kept / "repo" / "dvc.lock").is_file():
+        repo = make_repo(tmp_path_factory.mktemp("tiny-build") / "repo")
+        sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
+        TINY_CACHE.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=TINY_CACHE, prefix="building-"))
+        copy_repo(repo, staging / "repo")
+        shutil.rmtree(kept, ignore_errors=True)
+        staging.rename(kept)  # atomic: a kept pipeline is always a whole one
+        for old in TINY_CACHE.iterdir():  # earlier versions' pipelines (not another session's build in progress)
+            if old != kept and not old.name.startswith("building-"):
+                shutil.rmtree(old, ignore_errors=True)
+    return copy_repo(kept / "repo", dest)
+
+
+@pytest.fixture(scope="session")
+def changed_repo(tiny_repo, tmp_path_factory) -> tuple[Path, str, str]:
+    """A pull request as users make one: the tiny pipeline committed on `main` (with the Makefile and scripts
+    CI calls), then on a branch `dvc exp run -S train.epochs=2` in the workspace. One `exp run` for every
+    test that reads an experiment; returns (repo, the exp run's output, `dvc exp show`). Read-only."""
+    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("changed") / "repo")
+    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    shutil.copytree(PROJECT / "scripts", repo / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
+    sh("git add -A && git commit -qm 'baseline: 3 epochs' && git checkout -qb fewer-epochs", repo)
+    exp = sh("dvc exp run -S train.epochs=2", repo, extra_env=no_tracking).stdout
+    return repo, exp, sh("dvc exp show --md --no-pager", repo).stdout
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,13 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PROJECT, sh
+from conftest import PROJECT, copy_repo, sh
 
 PACKAGE = "product_classifier"
 SRC = PROJECT / "src"
@@ -149,7 +148,7 @@ def test_training_and_evaluation_know_nothing_of_dvc_or_mlflow(module):
 @pytest.fixture(scope="module")
 def repo_copy(tiny_repo, tmp_path_factory) -> Path:
     copy = tmp_path_factory.mktemp("deps") / "repo"
-    shutil.copytree(tiny_repo, copy, symlinks=True)
+    copy_repo(tiny_repo, copy)
     assert "up to date" in sh("dvc status", copy).stdout
     return copy
 

@@ -3,11 +3,17 @@
 The default model is what `dvc repro` makes with the committed params.yaml. After `make repro`
 (or `dvc pull`) the repository's own models/ are that model, checked against dvc.lock; a fresh
 clone (CI) has no models/, so the default pipeline is trained once here, in a temporary
-repository: same params, same seeds, so the same model on one machine.
+repository: same params, same seeds, so the same model on one machine, and a slightly different
+one on another CPU (its kernels differ: README "Reproducibility", about a point of accuracy).
 
-- invariance: case, accents, ligatures, HTML and a typo do not change the class of a clear product;
+So no test asserts what one machine's weights answer to one product: each asserts a share, with a
+floor that today's default model clears on every machine and seed measured (docs/reproducibility.md
+"Behaviour tests") and that a model which lost a class, its text or its image would not.
+
+- invariance: case, accents, ligatures, HTML and a typo keep the class of a clear product (at most
+  one variant in all may move, and the class probability of none drops by more than MARGIN);
 - direction: adding "piscine" moves a product toward 2583 (pool equipment);
-- minimum functionality: one obvious product per class, which the model gets right.
+- minimum functionality: one obvious product per class, at least MIN_OBVIOUS of the 27 right.
 
 The products speak the embedded sample's language (its class words and class looks), which is
 what the default model learnt; on the real catalogue the same tests apply with real titles.
@@ -98,9 +104,18 @@ def test_every_class_has_an_obvious_product():
     assert set(OBVIOUS) == set(CLASSES)
 
 
-@pytest.mark.parametrize("code", sorted(OBVIOUS))
-def test_minimum_functionality_one_obvious_product_per_class(predictor, code):
-    assert classify(predictor, OBVIOUS[code], image=photo(code)) == code
+# Floors: the cross-machine spread (about a point of accuracy, README "Reproducibility") moves one or
+# two borderline products; a model without its image or text branch gets several classes wrong.
+MIN_OBVIOUS = 25
+MARGIN = 0.1  # largest drop of the class probability a surface variant may cause (measured: 0.013 at most)
+MIN_DIRECTION = 5  # of the 6 (product, with or without photo) pairs
+
+
+def test_minimum_functionality_one_obvious_product_per_class(predictor):
+    codes = sorted(OBVIOUS)
+    answers = predictor.predict([Product(OBVIOUS[code], None, photo(code)) for code in codes])
+    misses = {code: answer.code for code, answer in zip(codes, answers, strict=True) if answer.code != code}
+    assert len(codes) - len(misses) >= MIN_OBVIOUS, f"{len(misses)} of {len(codes)} wrong (expected -> got): {misses}"
 
 
 # (clear product, its class, variants that must not change the class); text alone, so the text
@@ -116,18 +131,29 @@ INVARIANT = [
 ]
 
 
-@pytest.mark.parametrize(("clear", "code", "variants"), INVARIANT, ids=[str(c) for _, c, _ in INVARIANT])
-def test_invariance_case_accents_html_and_a_typo(predictor, clear, code, variants):
-    assert classify(predictor, clear) == code
-    for variant in variants:
-        assert classify(predictor, variant) == code, variant
+def test_invariance_case_accents_html_and_a_typo(predictor):
+    moved, drops = [], {}
+    for clear, code, variants in INVARIANT:
+        first, *rest = predictor.predict([Product(clear)] + [Product(v) for v in variants])
+        assert first.code == code, f"{clear!r} -> {first.code}"
+        for variant, answer in zip(variants, rest, strict=True):
+            drops[variant] = first.probabilities[INDEX[code]] - answer.probabilities[INDEX[code]]
+            if answer.code != code:
+                moved.append(f"{variant!r} -> {answer.code}")
+    assert len(moved) <= 1, moved
+    worst = max(drops, key=drops.get)
+    assert drops[worst] <= MARGIN, f"{worst!r}: class probability down by {drops[worst]:.3f}"
 
 
-@pytest.mark.parametrize(("designation", "code"), [("Coussin housse de couette", 1920), ("Cahier stylo agenda", 2522),
-                                                  ("Perceuse outil bricolage", 2585)])
-def test_direction_adding_piscine_moves_toward_pool_equipment(predictor, designation, code):
-    target = INDEX[2583]
-    for image in (None, photo(code)):
-        before, after = predictor.predict([Product(designation, None, image), Product(f"{designation} piscine", None, image)])
-        assert after.probabilities[target] > before.probabilities[target], image is not None
+DIRECTION = [("Coussin housse de couette", 1920), ("Cahier stylo agenda", 2522), ("Perceuse outil bricolage", 2585)]
+
+
+def test_direction_adding_piscine_moves_toward_pool_equipment(predictor):
+    target, pairs = INDEX[2583], []
+    for designation, code in DIRECTION:
+        for image in (None, photo(code)):
+            before, after = predictor.predict([Product(designation, None, image),
+                                               Product(f"{designation} piscine", None, image)])
+            pairs.append((designation, image is not None, after.probabilities[target] - before.probabilities[target]))
+    assert sum(gain > 0 for *_, gain in pairs) >= MIN_DIRECTION, pairs
     assert predictor.predict([Product("Piscine pompe filtre chlore spa")])[0].code == 2583

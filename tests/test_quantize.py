@@ -18,7 +18,7 @@ import yaml
 from api.conftest import settings_for, token_for
 from fastapi.testclient import TestClient
 
-from conftest import sh
+from conftest import copy_repo, sh
 from product_classifier import paths
 from product_classifier.errors import DataError
 from product_classifier.fuse import int8_gate
@@ -68,7 +68,7 @@ def test_bad_quantize_params_are_refused(key, value):
 
 def quantized_copy(tiny_repo: Path, dest: Path, **bounds) -> tuple[Path, object]:
     """A copy of the reproduced tiny pipeline, `dvc repro` with `quantize.int8: true` and `bounds`."""
-    shutil.copytree(tiny_repo, dest, symlinks=True)
+    copy_repo(tiny_repo, dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["quantize"] = {**params["quantize"], "int8": True, **bounds}
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

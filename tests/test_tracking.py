@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -124,9 +126,11 @@ class NotFound(http.server.BaseHTTPRequestHandler):
     """A tracking server older than the client: every endpoint answers 404."""
 
     hits = 0
+    authorization: list[str | None] = []
 
     def _404(self):
         type(self).hits += 1
+        type(self).authorization.append(self.headers.get("Authorization"))
         self.send_response(404)
         self.send_header("Content-Type", "text/html")
         self.end_headers()
@@ -143,17 +147,34 @@ def test_server_lacking_the_api_costs_one_request_and_one_warning(monkeypatch, t
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{server.server_port}")
-    start = time.perf_counter()
     try:
         assert not tracking.log_stage("train_lstm", {"train": {"epochs": 3}}, write_dvclive(tmp_path / "m"))
     finally:
         server.shutdown()
     err = capsys.readouterr().err
-    assert time.perf_counter() - start < 15
     assert err.count("warning:") == 1, err
     assert "not logged for stage train_lstm: the run, params and metrics" in err
     assert "s3cret" not in err
     assert NotFound.hits <= 2  # stopped at the first failure
+
+
+def test_dotenv_credentials_are_sent_and_the_environment_is_left_as_it_was(monkeypatch, tmp_path, capsys):
+    """`.env`'s credentials and the short HTTP defaults reach MLflow's requests, and only them: the
+    process's environment is the same before and after (no process-wide defaults)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    NotFound.authorization = []
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("MLFLOW_TRACKING_USERNAME=alice\nMLFLOW_TRACKING_PASSWORD=from-dotenv\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_port}")
+    before = dict(os.environ)
+    try:
+        assert not tracking.log_stage("fuse", {"fuse": {}}, artifacts=[])
+    finally:
+        server.shutdown()
+    assert dict(os.environ) == before
+    assert NotFound.authorization and NotFound.authorization[0] == "Basic " + base64.b64encode(b"alice:from-dotenv").decode()
+    assert "from-dotenv" not in capsys.readouterr().err
 
 
 # --- the real pipeline against a real server -----------------------------------------------------
@@ -189,18 +210,17 @@ def mlflow_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tracked_repo(tmp_path_factory, mlflow_server):
-    """A tiny pipeline run with MLFLOW_TRACKING_URI pointing at the server: (repo, seconds it took)."""
+    """A tiny pipeline run with MLFLOW_TRACKING_URI pointing at the server."""
     repo = make_repo(tmp_path_factory.mktemp("tracked") / "repo")
-    start = time.perf_counter()
     sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": mlflow_server})
-    return repo, time.perf_counter() - start
+    return repo
 
 
 @pytest.mark.e2e
 def test_repro_logs_runs_and_registers_the_model(tracked_repo, mlflow_server):
     from mlflow.tracking import MlflowClient
 
-    repo, _ = tracked_repo
+    repo = tracked_repo
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("ProductCodeClassifier")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
@@ -234,16 +254,15 @@ def test_repro_logs_runs_and_registers_the_model(tracked_repo, mlflow_server):
 
 @pytest.mark.e2e
 def test_repro_survives_a_tracking_outage(tracked_repo):
-    """Closed port: the pipeline finishes, about as fast, with one warning per tracked stage."""
-    repo, usual = tracked_repo
-    start = time.perf_counter()
+    """Closed port: the pipeline finishes with one warning per tracked stage, each given up at the run's
+    creation (so after MLflow's one retry, not its default minutes of them: the retry bound itself is
+    counted in requests by test_server_lacking_the_api_costs_one_request_and_one_warning)."""
+    repo = tracked_repo
     result = sh("dvc repro -f", repo, extra_env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
-    took = time.perf_counter() - start
     out = result.stdout + result.stderr
     warnings = [line for line in out.splitlines() if line.startswith("warning: MLflow")]
     assert len(warnings) == len(TRACKED_STAGES), out[-3000:]
     assert all("not logged for stage" in w and "the run, params and metrics" in w for w in warnings)
-    assert took < usual + 60, (took, usual)
     assert sh("dvc status -q", repo, check=False).returncode == 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .params import load_params
-from .tracking import data_hashes, experiment_name, redact, tracking_uri
+from .tracking import client_environment, data_hashes, experiment_name, redact, tracking_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 F1_TAG = "fused.f1_weighted"
@@ -124,6 +124,14 @@ def describe(registry: Registry, lock: Path = Path("dvc.lock")) -> str:
     return "\n".join(lines)
 
 
+def run(args: argparse.Namespace, registry: Registry) -> Decision | None:
+    if args.command == "show":
+        print(describe(registry))
+        return None
+    tolerance = args.tolerance if args.tolerance is not None else load_params().promote.tolerance
+    return promote(registry, tolerance, args.version)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,16 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     if uri is None:
         sys.exit("promotion: MLflow tracking is off (MLFLOW_TRACKING_URI): there is no registry to promote in")
     try:
-        registry = Registry(uri, experiment_name())
-        if args.command == "show":
-            print(describe(registry))
-            return
-        tolerance = args.tolerance if args.tolerance is not None else load_params().promote.tolerance
-        decision = promote(registry, tolerance, args.version)
+        with client_environment(uri):
+            decision = run(args, Registry(uri, experiment_name()))
     except DataError as exc:
         sys.exit(f"promotion: {exc}")
     except Exception as exc:  # noqa: BLE001 - an unreachable or refusing registry: one line, not a traceback
         sys.exit(f"promotion: MLflow registry at {redact(uri)}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    if decision is None:
+        return
     if not decision.promote:
         sys.exit(f"not promoted (kept as challenger): {decision.reason}")  # exit 1: a gate that says no
     print(f"promoted to champion: {decision.reason}")

@@ -201,11 +201,6 @@ class Tracker:
     @property
     def client(self):
         if self._client is None:
-            for key, value in dotenv().items():  # credentials from `make dagshub`
-                os.environ.setdefault(key, value)
-            if self.uri.startswith(("http://", "https://")):
-                for key, value in HTTP_DEFAULTS.items():
-                    os.environ.setdefault(key, value)
             logging.getLogger("urllib3").setLevel(logging.ERROR)  # no retry noise; we warn once
             from mlflow.tracking import MlflowClient
 
@@ -258,6 +253,23 @@ class Tracker:
 
 
 @contextlib.contextmanager
+def client_environment(uri: str) -> Iterator[None]:
+    """MLflow reads credentials and HTTP retry settings from `os.environ` at every request: lend it the
+    root `.env`'s MLFLOW_* entries (credentials from `make dagshub`) and, for a server, the short HTTP
+    defaults, for the duration of the block only, under whatever the environment already sets. The
+    library sets no process-wide defaults: the environment is as it was afterwards."""
+    lent = {k: v for k, v in dotenv().items() if k not in os.environ}
+    if uri.startswith(("http://", "https://")):
+        lent.update({k: v for k, v in HTTP_DEFAULTS.items() if k not in os.environ})
+    os.environ.update(lent)
+    try:
+        yield
+    finally:
+        for key in lent:
+            os.environ.pop(key, None)
+
+
+@contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """One writer at a time on a local sqlite store: experiments queued with `dvc queue start -j 2` share
     the root's `mlflow.db`, and two processes creating its tables at once collide (alembic's
@@ -286,7 +298,7 @@ def log_stage(stage: str, params: dict, metrics: Path | None = None, artifacts: 
     if uri is None:
         return False
     try:
-        with store_lock(uri):
+        with store_lock(uri), client_environment(uri):
             return _log_stage(Tracker(uri, experiment_name(), out), stage, params, metrics, artifacts, model)
     except Exception as exc:  # noqa: BLE001 - say, an unreadable metrics file: still never fail the stage
         print(f"warning: MLflow tracking skipped for stage {stage} ({type(exc).__name__}: {exc}); nothing logged.",

@@ -36,11 +36,16 @@ def test_token_for_good_credentials_has_user_as_subject(client, serving_settings
     assert predict(client, body["access_token"]).status_code == 200
 
 
-@pytest.mark.parametrize("user,password", [(USER, "wrong-password"), ("mallory", PASSWORD), ("", "")])
-def test_bad_credentials_get_401_json(client, user, password):
+@pytest.mark.parametrize("user,password,status", [(USER, "wrong-password", 401), ("mallory", PASSWORD, 401), ("", "", 422)])
+def test_bad_credentials_get_401_json(client, user, password, status):
     response = client.post("/token", data={"username": user, "password": password})
-    assert response.status_code in (401, 422)
-    assert response.json()["detail"] and response.json()["request_id"]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["request_id"] == response.headers["x-request-id"]
+    if status == 401:  # the same answer for a wrong password and an unknown user: no account enumeration
+        assert body["detail"] == "wrong user name or password" and response.headers["www-authenticate"] == "Bearer"
+    else:
+        assert body["detail"]
 
 
 def test_missing_token_is_401_with_bearer_challenge(client):

@@ -75,6 +75,8 @@ def test_shadow_the_champion_answers_the_challenger_is_measured(tiny_models, tmp
         info = client.get("/model", headers=auth).json()
         champion, challenger = info["version"], info["challenger"]["version"]
         assert champion != challenger and info["role"] == "champion" and info["challenger"]["mode"] == "shadow"
+        fresh = client.get("/metrics").text  # the agreement counters start at 0 (a panel reads 0, not "No data")
+        assert re.findall(r'^model_challenger_agreement_total\{result="(\w+)"\} 0\.0$', fresh, re.M) == ["agree", "disagree"]
         for _ in range(5):
             response = client.post("/predict", data=PRODUCT, headers=auth)
             assert response.status_code == 200 and response.json()["model_version"] == champion

@@ -3,32 +3,65 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from product_classifier import paths
 from product_classifier.labels import CLASSES
 from serving.app import create_app
-from serving.artifacts import verify_artifacts
 
 from .conftest import PASSWORD, jpeg, settings_for, token_for
+
+
+def version_from_lock(lock) -> str:
+    """The model version as the README defines it (sha256 of the model outs' hashes in dvc.lock, 12 hex
+    digits), computed here from the lock itself rather than by the server's own function."""
+    outs = {Path(o["path"]).name: o["md5"] for stage in yaml.safe_load(lock.read_text())["stages"].values()
+            for o in stage.get("outs", []) if o["path"] in {f"models/{n}" for n in paths.MODEL_DIRS}}
+    return hashlib.sha256(",".join(f"{n}={outs[n]}" for n in sorted(outs)).encode()).hexdigest()[:12]
+
 
 FIELDS = {"prdtypecode", "category", "confidence", "top_k", "modalities", "model_version", "request_id"}
 
 
-def test_public_routes(client):
+def predictions_counted(client, code: int) -> float:
+    """The champion's `model_predictions_total` sample for class `code` (0 when absent)."""
+    match = re.search(rf'^model_predictions_total{{prdtypecode="{code}",role="champion",[^}}]*}} (\S+)$',
+                      client.get("/metrics").text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_public_routes(client, auth):
     assert "Bienvenue" in client.get("/").json()["message"]
     assert client.get("/status").json() == {"status": "L'API fonctionne correctement"}
     assert client.get("/health/live").json()["status"] == "ok"
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ok" and ready["model_version"]
-    assert "model_predictions_total" in client.get("/metrics").text
+    code = client.post("/predict", data={"designation": "Piscine tubulaire"}, headers=auth).json()["prdtypecode"]
+    before = predictions_counted(client, code)
+    assert client.post("/predict", data={"designation": "Piscine tubulaire"}, headers=auth).json()["prdtypecode"] == code
+    assert predictions_counted(client, code) == before + 1  # the /metrics route is public and counts each answer
+
+
+def test_counters_with_known_labels_start_at_zero(serving_settings):
+    """A fresh service: one sample per class and per input kind, each at 0, before any product arrives (so the
+    dashboard reads 0, not "No data"); a shadow challenger's agreement counters: tests/api/test_challenger.py."""
+    with TestClient(create_app(serving_settings)) as fresh:
+        text = fresh.get("/metrics").text
+    predicted = re.findall(r'^model_predictions_total\{prdtypecode="(\d+)",role="champion",version="\w+"\} 0\.0$', text, re.M)
+    assert sorted(map(int, predicted)) == sorted(CLASSES)
+    inputs = re.findall(r'^model_inputs_total\{description="(yes|no)",image="(yes|no)"\} 0\.0$', text, re.M)
+    assert sorted(inputs) == [("no", "no"), ("no", "yes"), ("yes", "no"), ("yes", "yes")]
 
 
 def test_predict_text_only_says_so(client, auth, serving_settings):
@@ -42,7 +75,7 @@ def test_predict_text_only_says_so(client, auth, serving_settings):
     assert body["top_k"][0]["probability"] == pytest.approx(body["confidence"])
     probabilities = [t["probability"] for t in body["top_k"]]
     assert probabilities == sorted(probabilities, reverse=True) and len(probabilities) == serving_settings.top_k
-    assert body["model_version"] == verify_artifacts(serving_settings.models_dir).version
+    assert body["model_version"] == version_from_lock(serving_settings.models_dir.parent / "dvc.lock")
 
 
 def test_predict_with_image_uses_both_modalities(client, auth, train_images):
@@ -243,9 +276,15 @@ def test_readiness_waits_for_the_model(tmp_path, tiny_models):
     loading = TestClient(app)  # no lifespan: nothing loaded
     assert loading.get("/health/live").status_code == 200
     assert loading.get("/health/ready").json() == {"status": "loading", "model_version": None}
-    assert loading.post("/predict", data={"designation": "Vase"}).status_code in (401, 503)
+    assert loading.post("/predict", data={"designation": "Vase"}).status_code == 401  # no token: refused first
     with TestClient(app) as client:
         assert client.get("/health/ready").status_code == 200
+        bearer = {"Authorization": f"Bearer {token_for(client)}"}
+        assert client.post("/predict", data={"designation": "Vase"}, headers=bearer).status_code == 200
+    # Shut down (the model released, the users still known): a valid token gets 503, not a prediction.
+    response = TestClient(app).post("/predict", data={"designation": "Vase"}, headers=bearer)
+    assert response.status_code == 503 and response.json()["detail"] == "model not loaded yet", response.text
+    assert response.headers["retry-after"] == "5"
 
 
 def test_unknown_route_and_method_are_json_with_request_id(client):

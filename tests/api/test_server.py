@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import env, free_port, process, wait_until_up
+from conftest import env, listening_port, process, wait_until_up
 
 from .conftest import PASSWORD, USER
 
@@ -21,14 +21,13 @@ CONCURRENT = 16
 @pytest.fixture(scope="module")
 def server(tiny_models, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("uvicorn")
-    port = free_port()
     variables = {**env(), "MODELS_DIR": str(tiny_models), "SECRET_KEY": "k" + "0123456789abcdefghij" * 3,
                  "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD, "RATE_LIMIT_PREDICT": "100000/minute",
                  "SERVING_LOGGER_PATH": str(tmp / "serving.log"), "BATCH_MAX_WAIT_MS": "50"}
     log = tmp / "stdout.log"
-    base = f"http://127.0.0.1:{port}"
     # cwd: an empty folder, so that no .env of the checkout is read
-    with process([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", port], log, variables, tmp) as proc:
+    with process([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", 0], log, variables, tmp) as proc:
+        base = f"http://127.0.0.1:{listening_port(proc, log, 180)}"
         wait_until_up(f"{base}/health/ready", proc, log, 180)
         yield base
 
@@ -54,19 +53,26 @@ def test_predict_over_http_echoes_request_id(server, bearer):
 
 
 def test_concurrent_requests_share_forward_passes(server, bearer, train_images):
-    """Micro-batching: many simultaneous /predict calls, all answered, in fewer model calls than requests."""
+    """Micro-batching: many simultaneous /predict calls, in fewer model calls than requests, each answered
+    with what its own product gets alone (no answer goes to another request, nothing leaks across a batch)."""
+    def one(i: int) -> httpx.Response:
+        image = train_images[(7 * i) % len(train_images)]
+        return httpx.post(f"{server}/predict", data={"designation": f"Lot de {i} figurines", "productid": i},
+                          files={"image": (image.name, image.read_bytes())}, headers=bearer, timeout=60)
+
     before = model_calls(server)
-
-    def one(i: int) -> int:
-        image = train_images[i % len(train_images)]
-        return httpx.post(f"{server}/predict", data={"designation": f"Lot de {i} figurines"},
-                          files={"image": (image.name, image.read_bytes())}, headers=bearer, timeout=60).status_code
-
     with ThreadPoolExecutor(CONCURRENT) as pool:
-        statuses = list(pool.map(one, range(CONCURRENT)))
-    assert statuses == [200] * CONCURRENT
+        together = list(pool.map(one, range(CONCURRENT)))
     calls = model_calls(server) - before
+    assert [r.status_code for r in together] == [200] * CONCURRENT
     assert 1 <= calls < CONCURRENT, f"{calls} model calls for {CONCURRENT} concurrent requests"
+    for i, response in enumerate(together):
+        alone, body = one(i).json(), response.json()
+        assert body["productid"] == i
+        assert body["prdtypecode"] == alone["prdtypecode"], i
+        assert [t["prdtypecode"] for t in body["top_k"]] == [t["prdtypecode"] for t in alone["top_k"]], i
+        assert body["confidence"] == pytest.approx(alone["confidence"], abs=1e-5), i
+    assert len({r.json()["request_id"] for r in together}) == CONCURRENT
 
 
 def test_schemathesis_finds_no_server_error(server, bearer, tmp_path):

@@ -7,6 +7,7 @@ import math
 import re
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -104,6 +105,28 @@ class Prometheus:
         while (value := self.value(expr)) < minimum or math.isnan(value):
             assert time.monotonic() < deadline, f"{expr} = {value} after {timeout} s, expected >= {minimum}"
             time.sleep(0.5)
+
+    def last_evaluations(self) -> list[float]:
+        """When each rule group was last evaluated (Unix seconds; 0 for a group not evaluated yet)."""
+        groups = httpx.get(f"{self.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        return [unix_time(g.get("lastEvaluation")) for g in groups]
+
+    def wait_for_rule_evaluations(self, rounds: int = 2, timeout: float = 60) -> None:
+        """Wait until every rule group has been evaluated `rounds` times from now (instead of a fixed sleep)."""
+        deadline = time.monotonic() + timeout
+        for _ in range(rounds):
+            since = time.time()
+            while min(self.last_evaluations(), default=0.0) <= since:
+                assert time.monotonic() < deadline, f"rule groups not evaluated {rounds} times in {timeout} s"
+                time.sleep(0.2)
+
+
+def unix_time(rfc3339: str | None) -> float:
+    """Prometheus's RFC 3339 times (nanoseconds, `Z`) as Unix seconds; the zero time when never evaluated."""
+    if not rfc3339 or rfc3339.startswith("0001-"):
+        return 0.0
+    trimmed = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.fromisoformat(trimmed).timestamp()
 
 
 class GitHubStandIn:

@@ -21,7 +21,7 @@ import pytest
 from monitoring_helpers import ALERTS, LOCAL_SCRIPT, GitHubStandIn, Prometheus, alertmanager_command, load_yaml
 from test_monitoring_live import PASSWORD, USER, serving_env
 
-from conftest import free_port, process, wait_until_up
+from conftest import free_port, listening_port, process, wait_until_up
 from product_classifier import paths
 
 pytestmark = [
@@ -40,31 +40,34 @@ def loop(tiny_repo, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("drift-loop")
     github = GitHubStandIn()
     token = secrets.token_urlsafe(24)
-    ports = {name: free_port() for name in ("serving", "node", "prometheus", "alertmanager", "relay")}
+    ports = {"prometheus": free_port()}  # Prometheus scrapes itself at the address it is given; the rest take port 0
     env = serving_env(tiny_repo / "models", tmp)
     env.pop("DRIFT_MIN_SAMPLES")  # the default minimum sample
     env.pop("CHALLENGER_MODELS_DIR")
     with contextlib.ExitStack() as stack:
         stack.callback(github.close)
 
-        def start(name: str, command: list, env: dict | None = None):
+        def start(name: str, command: list, env: dict | None = None, timeout: float = 30):
             log = tmp / f"{name}.log"
-            return stack.enter_context(process(command, log, env)), log
+            proc = stack.enter_context(process(command, log, env))
+            ports[name] = listening_port(proc, log, timeout)
+            return proc, log
 
-        relay = start("relay", [sys.executable, "-m", "serving.relay", "--port", ports["relay"], "--repository",
+        relay = start("relay", [sys.executable, "-m", "serving.relay", "--port", 0, "--repository",
                                 REPOSITORY, "--api-url", github.url],
                       {**serving_env(tiny_repo / "models", tmp), "GITHUB_TOKEN": token})
-        am = start("alertmanager", alertmanager_command(tmp / "alertmanager", ports["alertmanager"],
+        am = start("alertmanager", alertmanager_command(tmp / "alertmanager", 0,
                                                         f"http://127.0.0.1:{ports['relay']}/alert"))
-        node = start("node-exporter", ["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{ports['node']}",
-                                       "--collector.disable-defaults", "--collector.meminfo"])
+        node = start("node", ["prometheus-node-exporter", "--web.listen-address=127.0.0.1:0",
+                              "--collector.disable-defaults", "--collector.meminfo"])
         serving = start("serving", [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                                    "--port", ports["serving"]], env)
-        prom = start("prometheus", [sys.executable, LOCAL_SCRIPT, "--serving", f"127.0.0.1:{ports['serving']}",
-                                    "--node-exporter", f"127.0.0.1:{ports['node']}",
-                                    "--listen", f"127.0.0.1:{ports['prometheus']}",
-                                    "--alertmanager", f"127.0.0.1:{ports['alertmanager']}",
-                                    "--alerts-for", "0s", "--scrape-interval", "1s", "--workdir", tmp / "prometheus"])
+                                    "--port", 0], env, 240)
+        prom_log = tmp / "prometheus.log"
+        prom = stack.enter_context(process(
+            [sys.executable, LOCAL_SCRIPT, "--serving", f"127.0.0.1:{ports['serving']}",
+             "--node-exporter", f"127.0.0.1:{ports['node']}", "--listen", f"127.0.0.1:{ports['prometheus']}",
+             "--alertmanager", f"127.0.0.1:{ports['alertmanager']}", "--alerts-for", "0s", "--scrape-interval", "1s",
+             "--workdir", tmp / "prometheus"], prom_log)), prom_log
         wait_until_up(f"http://127.0.0.1:{ports['relay']}/health", *relay, 30)
         wait_until_up(f"http://127.0.0.1:{ports['alertmanager']}/-/ready", *am, 30)
         wait_until_up(f"http://127.0.0.1:{ports['node']}/metrics", *node, 30)
@@ -90,25 +93,31 @@ def predict_batch(base: str, products: list[dict]) -> list[dict]:
 def scraped_after(prometheus: Prometheus, predictions: int) -> None:
     """Wait until Prometheus has scraped the window holding `predictions` predictions, then two rule evaluations."""
     prometheus.wait_for('max(model_drift_window_predictions{job="serving"})', predictions)
-    time.sleep(3)
+    prometheus.wait_for_rule_evaluations(2)
 
 
-def test_drift_alert_stays_false_for_20_in_distribution_predictions_then_fires_on_a_flood_of_one_class(loop):
+@pytest.fixture(scope="module")
+def flooded(loop) -> dict:
+    """20 in-distribution predictions, then 300 of one product: what the alert said after each."""
     prometheus, serving = loop["prometheus"], loop["serving"]
     val = validation_products(loop["repo"])
     in_distribution = predict_batch(serving, val[:20])
     scraped_after(prometheus, 20)
-    assert prometheus.query(DRIFT_EXPR) == [], "no alert with fewer predictions than the minimum sample"
-    assert prometheus.query('model_drift_p_value{job="serving"} >= 0') == [], "not enough data: no p-value"
-    # One product, over and over: its class floods in.
-    flood = [val[0]] * 300
-    codes = {p["prdtypecode"] for p in predict_batch(serving, flood)}
-    assert len(codes) == 1
+    quiet = {"alert": prometheus.query(DRIFT_EXPR), "p_value": prometheus.query('model_drift_p_value{job="serving"} >= 0')}
+    codes = {p["prdtypecode"] for p in predict_batch(serving, [val[0]] * 300)}  # one product: its class floods in
     scraped_after(prometheus, 320)
-    result = prometheus.query(DRIFT_EXPR)
-    assert result, f"no drift alert after 300 predictions of class {codes}: " \
-                   f"{prometheus.query('model_drift_p_value')} ({len(in_distribution)} in-distribution before)"
-    version = httpx.get(f"{serving}/health/ready").json()["model_version"]
+    return {"quiet": quiet, "codes": codes, "alert": prometheus.query(DRIFT_EXPR), "in_distribution": in_distribution,
+            "p_value": prometheus.query("model_drift_p_value")}
+
+
+def test_drift_alert_stays_false_for_20_in_distribution_predictions_then_fires_on_a_flood_of_one_class(loop, flooded):
+    assert flooded["quiet"]["alert"] == [], "no alert with fewer predictions than the minimum sample"
+    assert flooded["quiet"]["p_value"] == [], "not enough data: no p-value"
+    assert len(flooded["codes"]) == 1
+    result = flooded["alert"]
+    assert result, f"no drift alert after 300 predictions of class {flooded['codes']}: " \
+                   f"{flooded['p_value']} ({len(flooded['in_distribution'])} in-distribution before)"
+    version = httpx.get(f"{loop['serving']}/health/ready").json()["model_version"]
     assert result[0]["metric"]["version"] == version
 
 
@@ -120,9 +129,10 @@ def validation_products(repo) -> list[dict]:
                                                                              frame["description"], strict=True)]
 
 
-def test_the_alert_reaches_the_github_dispatch_api_through_alertmanager_and_the_relay(loop):
-    """Runs after the flood above: PredictionDrift fires, Alertmanager routes it to the relay, the relay
-    posts a repository_dispatch to the stand-in."""
+def test_the_alert_reaches_the_github_dispatch_api_through_alertmanager_and_the_relay(loop, flooded):
+    """After the flood (the fixture, so this test runs alone too): PredictionDrift fires, Alertmanager routes
+    it to the relay, the relay posts a repository_dispatch to the stand-in."""
+    assert flooded["alert"], "the flood raised no alert"
     github = loop["github"]
     deadline = time.monotonic() + 120  # Alertmanager's group_wait is 10 s; the stand-in answers at once
     while not github.received:

@@ -14,7 +14,6 @@ import re
 import secrets
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -31,7 +30,7 @@ from monitoring_helpers import (
     load_yaml,
 )
 
-from conftest import free_port, process, wait_until_up
+from conftest import free_port, listening_port, process, wait_until_up
 from product_classifier import paths
 
 pytestmark = [
@@ -57,17 +56,16 @@ def serving_env(models: Path, logs: Path) -> dict:
 
 
 def send_traffic(base: str, images: list[Path]) -> int:
-    """Token, predictions with and without an image, and a few client errors. Returns the predictions made."""
+    """Token, ordinary predictions (a title, a description and a photo each: the panels about products
+    without one read 0 from counters that start at 0), and a few client errors. Returns the predictions made."""
     with httpx.Client(base_url=base, timeout=60) as client:
         response = client.post("/token", data={"username": USER, "password": PASSWORD})
         assert response.status_code == 200, response.text
         auth = {"Authorization": f"Bearer {response.json()['access_token']}"}
         for i in range(PREDICTIONS_PER_ROUND):
             form = {"designation": f"Lot de {i + 2} figurines Star Wars", "description": "<p>Neuf, emball&eacute;</p>"}
-            if i == 0:
-                del form["description"]  # some products come without one (model_inputs_total{description="no"})
             files = {"image": (images[i % len(images)].name, images[i % len(images)].read_bytes(), "image/jpeg")}
-            response = client.post("/predict", data=form, files=files if i % 2 else None, headers=auth)
+            response = client.post("/predict", data=form, files=files, headers=auth)
             assert response.status_code == 200, response.text
         for status, response in (
             (401, client.post("/token", data={"username": USER, "password": "wrong"})),
@@ -88,21 +86,21 @@ def prometheus(tiny_repo, tmp_path_factory) -> Prometheus:
     tmp = tmp_path_factory.mktemp("monitoring-live")
     images = sorted(paths.image_dir(tiny_repo / paths.RAW, "train").glob("*.jpg"))[:3]
     assert images, "the tiny pipeline left no training images"
-    serving_port, node_port, prometheus_port, am_port = free_port(), free_port(), free_port(), free_port()
-    serving = f"http://127.0.0.1:{serving_port}"
-    node = f"http://127.0.0.1:{node_port}"
+    prometheus_port = free_port()  # Prometheus scrapes itself at the address it is given
     prom = f"http://127.0.0.1:{prometheus_port}"
     with contextlib.ExitStack() as stack:
         enter = stack.enter_context
         node_log, serving_log, prom_log = tmp / "node-exporter.log", tmp / "serving.log", tmp / "prometheus.log"
         am_log = tmp / "alertmanager.log"
-        am_proc = enter(process(alertmanager_command(tmp / "alertmanager", am_port, "http://127.0.0.1:9/nowhere"),
-                                am_log))
-        node_proc = enter(process(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{node_port}",
+        am_proc = enter(process(alertmanager_command(tmp / "alertmanager", 0, "http://127.0.0.1:9/nowhere"), am_log))
+        node_proc = enter(process(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:0",
                                    "--collector.disable-defaults", "--collector.cpu", "--collector.meminfo"],
                                   node_log))
         serving_proc = enter(process([sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",
-                                      "--port", serving_port], serving_log, serving_env(tiny_repo / "models", tmp)))
+                                      "--port", 0], serving_log, serving_env(tiny_repo / "models", tmp)))
+        am_port, node_port = listening_port(am_proc, am_log, 30), listening_port(node_proc, node_log, 30)
+        serving_port = listening_port(serving_proc, serving_log, 240)
+        serving, node = f"http://127.0.0.1:{serving_port}", f"http://127.0.0.1:{node_port}"
         prom_proc = enter(process([sys.executable, LOCAL_SCRIPT, "--serving", f"127.0.0.1:{serving_port}",
                                    "--node-exporter", f"127.0.0.1:{node_port}", "--listen", f"127.0.0.1:{prometheus_port}",
                                    "--alertmanager", f"127.0.0.1:{am_port}", "--scrape-interval", "1s", "--workdir", tmp / "prometheus"], prom_log))
@@ -116,7 +114,7 @@ def prometheus(tiny_repo, tmp_path_factory) -> Prometheus:
         for _ in range(2):
             sent += send_traffic(serving, images)
             client.wait_for('sum(model_predictions_total{job="serving"})', sent)
-        time.sleep(3)  # a few more scrapes and rule evaluations
+        client.wait_for_rule_evaluations(2)  # the rules have seen the traffic
         yield client
 
 

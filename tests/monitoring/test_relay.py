@@ -11,7 +11,7 @@ import httpx
 import pytest
 from monitoring_helpers import GitHubStandIn
 
-from conftest import env, free_port, process, wait_until_up
+from conftest import env, listening_port, process, wait_until_up
 
 REPOSITORY = "owner/product-classifier"
 
@@ -32,10 +32,10 @@ def alert(status: str = "firing", version: str = "a1b2c3") -> dict:
 @pytest.fixture
 def relay(tmp_path):
     def start(github: GitHubStandIn, **extra_env):
-        port = free_port()
         log = tmp_path / "relay.log"
-        proc = stack.enter_context(process([sys.executable, "-m", "serving.relay", "--port", port, "--repository",
+        proc = stack.enter_context(process([sys.executable, "-m", "serving.relay", "--port", 0, "--repository",
                                             REPOSITORY, "--api-url", github.url], log, {**env(), **extra_env}))
+        port = listening_port(proc, log)
         wait_until_up(f"http://127.0.0.1:{port}/health", proc, log, 30)
         return f"http://127.0.0.1:{port}", log
 
