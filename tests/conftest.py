@@ -21,6 +21,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+CI_WORKFLOW = PROJECT / ".github/workflows/ci.yml"
 
 # Small enough for a full `dvc repro` in well under a minute on 2 cores.
 TINY = {
@@ -86,6 +87,13 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     (path / "params.yaml").write_text(yaml.safe_dump(deep_update(base, deep_update(TINY, params or {})), sort_keys=False))
     sh("git init -q -b main && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
     return path
+
+
+def workflow_step(name: str, workflow: Path = CI_WORKFLOW) -> dict:
+    """The step named `name` in a workflow file, as CI runs it."""
+    jobs = yaml.safe_load(workflow.read_text())["jobs"].values()
+    [step] = [s for job in jobs for s in job.get("steps", []) if s.get("name") == name]
+    return step
 
 
 # --- servers started by tests -------------------------------------------------------------------

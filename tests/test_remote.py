@@ -5,16 +5,18 @@ from __future__ import annotations
 import configparser
 import hashlib
 import logging
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PROJECT, free_port, make_repo, sh
+from conftest import PROJECT, free_port, make_repo, sh, workflow_step
 from product_classifier import tracking
 
 TOKEN = "dhtok-0123456789abcdef"
+NO_TRACKING = {"MLFLOW_TRACKING_URI": "none"}
 
 
 def dvc_config(path: Path) -> dict[str, dict[str, str]]:
@@ -104,20 +106,31 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".gitignore"}
 
 
-@pytest.mark.e2e
-def test_push_wipe_pull_round_trip(tmp_path_factory, s3_endpoint):
+S3_CREDENTIALS = "dvc remote modify --local origin access_key_id test && " \
+    "dvc remote modify --local origin secret_access_key test"
+TRAINING_AND_AFTER = ["train_lstm", "train_vgg16", "fuse", "evaluate", "predict"]
+
+
+@pytest.fixture(scope="module")
+def pushed_repo(tmp_path_factory, s3_endpoint) -> Path:
+    """main: the tiny pipeline run, every output pushed to moto's S3 (`make push`), all of it committed."""
     repo = make_repo(tmp_path_factory.mktemp("remote") / "repo")
     add_make(repo)
-    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
-    sh("dvc repro -q", repo, extra_env=no_tracking)
-    sh(f"dvc remote add -d origin s3://dvc && dvc remote modify origin endpointurl {s3_endpoint} && "
-       "dvc remote modify --local origin access_key_id test && dvc remote modify --local origin secret_access_key test",
+    sh("dvc repro -q", repo, extra_env=NO_TRACKING)
+    sh(f"dvc remote add -d origin s3://dvc && dvc remote modify origin endpointurl {s3_endpoint} && {S3_CREDENTIALS}",
        repo)
-    before = {name: digests(repo / name) for name in ("models", "data/processed")}
-    assert before["models"]
-
     pushed = sh("make push", repo)
     assert "pushed" in pushed.stdout + pushed.stderr
+    sh("git add -A && git commit -qm 'main: pipeline run, outputs on the remote'", repo)
+    return repo
+
+
+@pytest.mark.e2e
+def test_push_wipe_pull_round_trip(pushed_repo, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(pushed_repo, repo, symlinks=True)
+    before = {name: digests(repo / name) for name in ("models", "data/processed")}
+    assert before["models"]
 
     shutil.rmtree(repo / ".dvc/cache")
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -128,7 +141,7 @@ def test_push_wipe_pull_round_trip(tmp_path_factory, s3_endpoint):
     assert "deleted" in sh("dvc status", repo).stdout
 
     # CI's `make ci-repro` (`dvc repro --pull --allow-missing`): nothing changed, so nothing reruns.
-    repro = sh("make ci-repro", repo, extra_env=no_tracking)
+    repro = sh("make ci-repro", repo, extra_env=NO_TRACKING)
     output = repro.stdout + repro.stderr
     assert "dvc repro --pull --allow-missing" in output and "Running stage" not in output, output
 
@@ -137,4 +150,46 @@ def test_push_wipe_pull_round_trip(tmp_path_factory, s3_endpoint):
     status = sh("dvc status", repo).stdout
     assert "up to date" in status, status
     # Nothing to rerun: the pulled outputs are exactly what dvc.lock describes.
-    assert "didn't change" in sh("dvc repro --dry", repo, extra_env=no_tracking).stdout
+    assert "didn't change" in sh("dvc repro --dry", repo, extra_env=NO_TRACKING).stdout
+
+
+@pytest.mark.e2e
+def test_ci_on_a_pull_request_that_changes_train_epochs(pushed_repo, tmp_path):
+    """CI's pipeline job on a PR: a fresh clone (empty DVC cache, main's outputs on the remote) with
+    train.epochs changed: `make ci-repro` pulls what training needs and reruns training and after only;
+    the "Report vs base" step, run as written, reports the change against origin/main."""
+    clone = tmp_path / "clone"
+    sh(f"git clone -q --no-local {pushed_repo} {clone}", tmp_path)
+    sh(S3_CREDENTIALS, clone)  # what `make dagshub` writes in CI: credentials in .dvc/config.local only
+    assert not (clone / ".dvc/cache").exists() and not (clone / "data/processed").exists()
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    assert params["train"]["epochs"] == 3
+    params["train"]["epochs"] = 2
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git checkout -qb fewer-epochs && git commit -qam 'train 2 epochs'", clone)
+
+    repro = sh("make ci-repro", clone, extra_env=NO_TRACKING)
+    output = repro.stdout + repro.stderr
+    assert "dvc repro --pull --allow-missing" in output, output
+    assert re.findall(r"Running stage '(\w+)'", output) == TRAINING_AND_AFTER, output
+    # download and preprocess did not run: training read main's data/processed, pulled from the remote.
+    assert digests(clone / "data/processed") == digests(pushed_repo / "data/processed")
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    main_lock = yaml.safe_load((pushed_repo / "dvc.lock").read_text())["stages"]
+    assert {name: lock[name] for name in ("download", "preprocess")} == \
+        {name: main_lock[name] for name in ("download", "preprocess")}
+    assert lock["train_lstm"]["params"]["params.yaml"]["train.epochs"] == 2
+    assert "up to date" in sh("dvc status", clone).stdout
+
+    # The step itself (bash, as GitHub runs `run:`), with the env a pull request into main gives it.
+    step = tmp_path / "report_step.sh"
+    step.write_text(workflow_step("Report vs base")["run"])
+    summary = tmp_path / "summary.md"
+    sh(f"bash --noprofile --norc -eo pipefail {step}", clone, extra_env={
+        "EVENT_NAME": "pull_request", "BASE_REF": "main", "BEFORE": "", "GITHUB_STEP_SUMMARY": str(summary)})
+    report = (clone / "report/report.md").read_text()
+    assert summary.read_text() == report
+    assert "Workspace vs `origin/main`" in report
+    metrics = report.split("### Metrics")[1].split("### Params")[0]
+    assert "metrics/train_lstm/metrics.json" in metrics and "best.epochs_run" in metrics, report
+    assert re.search(r"train\.epochs\s*\|\s*3\s*\|\s*2\s*\|", report.split("### Params")[1]), report

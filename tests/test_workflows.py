@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import PROJECT, copy_repo, sh
+from conftest import PROJECT, copy_repo, env, sh, workflow_step
 
 WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
 CI = PROJECT / ".github/workflows/ci.yml"
@@ -135,6 +138,167 @@ def test_ci_publishes_from_the_pipeline_job_after_tests_and_pulls_instead_of_rer
     assert any(s.get("run") == "make ci-repro" for s in pipeline["steps"])
     recipe = re.search(r"^ci-repro:.*\n((?:\t.*\n)+)", (PROJECT / "Makefile").read_text(), re.M).group(1)
     assert "dvc repro --pull --allow-missing" in recipe
+
+
+# --- the steps' own code, run: the PR comment with node, the conditions with GitHub's evaluator, BASE with git ----
+
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(not NODE, reason="the github-script step runs on node (make sysdeps)")
+needs_npm = pytest.mark.skipif(not (NODE and shutil.which("npm")), reason="@actions/expressions from npm (make sysdeps)")
+GITHUB_STUB = PROJECT / "tests/node/github_stub.cjs"
+REPO = "acme/rakuten-classifier"
+MARKER = "<!-- dvc-report -->"
+BOT = {"login": "github-actions[bot]", "type": "Bot"}
+HUMAN = {"login": "alice", "type": "User"}
+
+
+def github_context(event_name: str, head_repo: str = REPO, before: str = "") -> dict:
+    """The `github` context of a same-repo or fork pull request (#7 into main) or a push to main."""
+    if event_name == "pull_request":
+        pr = {"number": 7, "head": {"repo": {"full_name": head_repo}}, "base": {"repo": {"full_name": REPO}}}
+        return {"event_name": event_name, "repository": REPO, "ref": "refs/pull/7/merge", "base_ref": "main",
+                "head_ref": "more-epochs", "event": {"number": 7, "pull_request": pr}}
+    return {"event_name": event_name, "repository": REPO, "ref": "refs/heads/main", "base_ref": "", "head_ref": "",
+            "event": {"before": before, "after": "f" * 40}}
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    sh("make workflow-tools", PROJECT)
+    return PROJECT / ".cache/node/node_modules"
+
+
+def evaluate(node_modules: Path, expressions: list[str], **contexts) -> list:
+    """GitHub's own evaluator (@actions/expressions) on workflow expressions; `if:` as written."""
+    result = subprocess.run(["node", PROJECT / "tests/node/gha_expression.mjs", node_modules], env=env(),
+                            input=json.dumps({"expressions": expressions, "contexts": contexts}),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@needs_npm
+def test_the_pr_comment_step_runs_on_same_repository_pull_requests_only(node_modules):
+    comment = workflow_step("Comment on the pull request")["if"]
+    notice = workflow_step("No PR comment from a fork")["if"]
+    cases = {  # (comment step runs, fork notice runs)
+        "same-repo pull request": (github_context("pull_request"), [True, False]),
+        "fork pull request": (github_context("pull_request", head_repo="mallory/rakuten-classifier"), [False, True]),
+        "push to main": (github_context("push", before="a" * 40), [False, False]),
+        "workflow_dispatch": (github_context("workflow_dispatch"), [False, False]),
+    }
+    for case, (github, expected) in cases.items():
+        assert evaluate(node_modules, [comment, notice], github=github) == expected, case
+
+
+@needs_npm
+def test_the_report_step_hands_the_event_to_ci_base(node_modules):
+    step = workflow_step("Report vs base")
+    names = list(step["env"])
+    before = "a" * 40
+    for github, expected in ((github_context("pull_request"), ["pull_request", "main", ""]),
+                             (github_context("push", before=before), ["push", "", before])):
+        values = evaluate(node_modules, [step["env"][n] for n in names], github=github)
+        step_env = dict(zip(names, ["" if v is None else v for v in values], strict=True))
+        assert [step_env["EVENT_NAME"], step_env["BASE_REF"], step_env["BEFORE"]] == expected, github["event_name"]
+    assert 'scripts/ci_base.sh "$EVENT_NAME" "$BASE_REF" "$BEFORE"' in step["run"]
+
+
+def run_comment_step(checkout: Path, state: dict, report: str, artifact_url: str) -> dict:
+    """ci.yml's github-script body, run by node in a checkout holding report/report.md; the comments after."""
+    (checkout / "report/report.md").write_text(report)
+    (checkout / "state.json").write_text(json.dumps(state))
+    (checkout / "step.js").write_text(workflow_step("Comment on the pull request")["with"]["script"])
+    sh(f"node {GITHUB_STUB} state.json step.js", checkout, extra_env={"ARTIFACT_URL": artifact_url})
+    return json.loads((checkout / "state.json").read_text())
+
+
+@needs_node
+def test_the_pr_comment_is_created_once_then_updated_in_place(tmp_path):
+    step = workflow_step("Comment on the pull request")
+    assert step["uses"].startswith("actions/github-script@")
+    assert step["env"]["ARTIFACT_URL"] == "${{ steps.upload.outputs.artifact-url }}"
+    checkout = tmp_path / "checkout"  # the step runs in the checkout: its script requires the committed file
+    (checkout / "report").mkdir(parents=True)
+    shutil.copytree(PROJECT / ".github/scripts", checkout / ".github/scripts")
+    others = [  # on PR 7: a human quoting the marker, another bot; on PR 8: that PR's own report
+        {"id": 1, "issue_number": 7, "user": HUMAN, "body": "Looks good"},
+        {"id": 2, "issue_number": 7, "user": HUMAN, "body": f"Quoting CI:\n{MARKER}\n## DVC report (old)"},
+        {"id": 3, "issue_number": 7, "user": {"login": "codecov[bot]", "type": "Bot"}, "body": "coverage 91%"},
+        {"id": 4, "issue_number": 8, "user": BOT, "body": f"{MARKER}\n## DVC report of #8"},
+    ]
+    state = {"repo": {"owner": "acme", "repo": "rakuten-classifier"}, "issue_number": 7, "next_id": 100,
+             "comments": copy.deepcopy(others)}
+    url = "https://github.com/acme/rakuten-classifier/actions/runs/1/artifacts/2"
+
+    def writes(state: dict) -> list[tuple]:
+        return [(c["method"], c.get("comment_id", c.get("issue_number"))) for c in state["calls"]
+                if c["method"] != "listComments"]
+
+    first = run_comment_step(checkout, state, f"{MARKER}\n## DVC report\n\nfirst run\n", url)
+    assert writes(first) == [("createComment", 7)]
+    [created] = [c for c in first["comments"] if c["id"] == 100]
+    assert created["issue_number"] == 7 and created["user"] == BOT
+    assert created["body"] == f"{MARKER}\n## DVC report\n\nfirst run\n\n[Plots (HTML, artifact dvc-report)]({url})\n"
+    assert first["comments"][:4] == others
+
+    # The bot's comment is now on the second page of PR 7's comments: the step reads every page.
+    second = run_comment_step(checkout, first, f"{MARKER}\n## DVC report\n\nsecond run\n", url)
+    assert writes(second) == [("updateComment", 100)]
+    assert {c["page"] for c in second["calls"] if c["method"] == "listComments"} >= {1, 2}
+    assert [c["id"] for c in second["comments"]] == [1, 2, 3, 4, 100], "no second comment"
+    assert "second run" in second["comments"][4]["body"] and "first run" not in second["comments"][4]["body"]
+    assert second["comments"][:4] == others, "the human's comment (with the marker) and PR 8's are left alone"
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> dict:
+    """A CI checkout: a clone of `upstream` (main: a, b; branch `rewritten`: x, not fetched) on a PR branch.
+
+    `--no-local`: through git's transport, as actions/checkout fetches, so x is not in the clone.
+    """
+    root = tmp_path_factory.mktemp("base")
+    upstream = root / "upstream"
+    upstream.mkdir()
+    commit = "git commit -q --allow-empty -m"
+    sh(f"git init -q -b main && {commit} a && {commit} b && git checkout -qb rewritten && {commit} x && "
+       "git checkout -q main", upstream)
+    revs = {name: sh(f"git rev-parse {ref}", upstream).stdout.strip()
+            for name, ref in (("a", "main~1"), ("b", "main"), ("x", "rewritten"))}
+    work = root / "work"
+    sh(f"git clone -q --no-local --single-branch --branch main {upstream} {work}", root)
+    sh(f"git checkout -qb more-epochs && {commit} c", work)
+    (work / "scripts").mkdir()
+    shutil.copy(PROJECT / "scripts/ci_base.sh", work / "scripts/ci_base.sh")
+    revs["head"] = sh("git rev-parse HEAD", work).stdout.strip()
+    return {"work": work, **revs}
+
+
+BASE_CASES = {  # id: (event, base_ref, before (a name from `checkout` or a literal), expected base)
+    "pull request: origin/<base_ref>": ("pull_request", "main", "", "origin/main"),
+    "pull request into a branch not fetched": ("pull_request", "release", "", "HEAD"),
+    "push: the previous tip": ("push", "", "a", "a"),
+    "first push (all zeros)": ("push", "", "0" * 40, "HEAD"),
+    "force-push (before not in the clone)": ("push", "", "x", "HEAD"),
+    "unknown before": ("push", "", "1234567" * 5 + "89abc", "HEAD"),
+    "workflow_dispatch (no before)": ("workflow_dispatch", "", "", "HEAD"),
+}
+
+
+@pytest.mark.parametrize("case", BASE_CASES)
+def test_the_report_base_of_each_event(checkout, case, tmp_path):
+    """The step's own `BASE=` line (scripts/ci_base.sh) in a real clone, in the shell GitHub runs `run:` with."""
+    event, base_ref, before, expected = BASE_CASES[case]
+    before = checkout.get(before, before)
+    expected = checkout.get(expected, expected)
+    [line] = [line for line in workflow_step("Report vs base")["run"].splitlines() if line.startswith("BASE=")]
+    (tmp_path / "step.sh").write_text(f'{line}\necho "$BASE"\n')
+    result = sh(f"bash --noprofile --norc -eo pipefail {tmp_path / 'step.sh'}", checkout["work"],
+                extra_env={"EVENT_NAME": event, "BASE_REF": base_ref, "BEFORE": before})
+    assert result.stdout.strip() == expected, result.stderr
+    resolved = sh(f"git rev-parse {expected}", checkout["work"]).stdout.strip()
+    assert resolved == {"origin/main": checkout["b"], "HEAD": checkout["head"]}.get(expected, expected)
+    assert ("not found" in result.stderr) == (expected == "HEAD")
 
 
 # --- the targets the workflow calls, in a real repository with a change to report ------------------
