@@ -108,11 +108,12 @@ def test_killing_a_replica_mid_load_loses_no_request(stack):
     # Below the limit with room to spare: a request the dead replica had already counted in Redis counts
     # again on the replica that answers it (at most one per worker in flight at the kill).
     total, before_kill = LIMIT - 8, 6
+    victim = compose.container("serving-1")  # looked up before the load: `compose ps` takes longer than the requests
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(predict, base, auth, i) for i in range(total)]
         for done, _ in enumerate(as_completed(futures), start=1):
             if done == before_kill:
-                compose.engine("kill", "--signal", "KILL", compose.container("serving-1"))
+                compose.engine("kill", "--signal", "KILL", victim)
                 break
         responses = [f.result() for f in futures]
     statuses = [r.status_code for r in responses]
