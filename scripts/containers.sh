@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Container recipe for machines with podman and no image registry (CI, dev boxes): `make container-test`.
+# Container recipe for machines with podman and no image registry (CI, dev boxes): `make container-test`
+# with CONTAINER_ENGINE=podman (the default where no Docker engine answers). The docker branch needs none of it.
 #
 #   scripts/containers.sh env              print `export CONTAINERS_CONF=...` (eval it)
 #   scripts/containers.sh base             the Dockerfile's FROM image, from Debian (mmdebstrap), if missing
 #   scripts/containers.sh standins         prom/prometheus, prom/node-exporter, prom/alertmanager, nginx, redis
 #                                          from Debian, if missing
-#   scripts/containers.sh serving TAG DIR  build Dockerfile.serve from build context DIR (default .) as TAG
+#   scripts/containers.sh serving TAG DIR  `make image` with podman from build context DIR (default .) as TAG
 #   scripts/containers.sh images           base + stand-ins
 #
 # Every image is built once and kept (podman's store); remove one with `podman rmi` to rebuild it.
@@ -17,6 +18,7 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$PROJECT/deploy/podman/containers.conf
 SUITE=bookworm
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+CA_LABEL=product-classifier.ca-bundle
 CACHE=${CONTAINERS_CACHE:-$PROJECT/.cache/containers}
 # The FROM of Dockerfile.serve: Debian bookworm's python3 (3.11) stands in for the official python image.
 BASE_IMAGE=docker.io/library/$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile.serve)
@@ -48,11 +50,25 @@ rootfs() {  # rootfs NAME PACKAGES [HOOK...]: a Debian minbase tarball in the ca
 }
 
 base() {
-    have "$BASE_IMAGE" && return 0
-    local tar
-    tar=$(rootfs base python3,python3-venv,python3-pip,python-is-python3,ca-certificates)
-    podman import --quiet --change 'CMD ["python3"]' "$tar" "$BASE_IMAGE" >/dev/null
-    echo "built $BASE_IMAGE" >&2
+    # The host's CA bundle on top (a label names its hash), so that pip in a build trusts what the host trusts
+    # (this machine reaches PyPI through a TLS-intercepting egress proxy) whichever CLI builds: `podman build`,
+    # or the docker CLI through `podman system service`, which cannot mount it (`docker build` has no -v).
+    local ca tar context
+    ca=$(sha256sum "$CA_BUNDLE" | cut -c1-16)
+    if have "$BASE_IMAGE" && [ "$(podman image inspect --format "{{index .Labels \"$CA_LABEL\"}}" "$BASE_IMAGE")" = "$ca" ]; then
+        return 0
+    fi
+    if ! have "$BASE_IMAGE"; then
+        tar=$(rootfs base python3,python3-venv,python3-pip,python-is-python3,ca-certificates)
+        podman import --quiet --change 'CMD ["python3"]' "$tar" "$BASE_IMAGE" >/dev/null
+    fi
+    context=$(mktemp -d)
+    cp "$CA_BUNDLE" "$context/ca-certificates.crt"
+    printf 'FROM %s\nCOPY ca-certificates.crt %s\nLABEL %s=%s\n' "$BASE_IMAGE" "$CA_BUNDLE" "$CA_LABEL" "$ca" \
+        >"$context/Containerfile"
+    podman build --quiet --pull=never -t "$BASE_IMAGE" "$context" >/dev/null
+    rm -rf "$context"
+    echo "built $BASE_IMAGE (host CA bundle $ca)" >&2
 }
 
 standin() {  # standin IMAGE TAR CHANGE...
@@ -91,11 +107,12 @@ standins() {
         'USER redis' 'WORKDIR /data' 'EXPOSE 6379'
 }
 
-serving() {  # serving TAG [CONTEXT]: Dockerfile.serve, HEALTHCHECK kept (docker format), pip through the host's CAs
-    local tag=$1 context=${2:-.}
+serving() {  # serving IMAGE:TAG [CONTEXT]: `make image` with podman (docker format) on the base above
+    local tag=$1 context
+    context=$(realpath "${2:-.}")
     base
-    podman build --quiet --pull=never --format docker -v "$CA_BUNDLE:$CA_BUNDLE:ro" \
-        -f "$PROJECT/Dockerfile.serve" -t "$tag" "$context" >/dev/null
+    make --no-print-directory -C "$PROJECT" image DOCKER=podman IMAGE="${tag%:*}" TAG="${tag##*:}" \
+        CONTEXT="$context" BUILD_FLAGS="--quiet --pull=never" >/dev/null
     echo "built $tag" >&2
 }
 

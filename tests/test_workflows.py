@@ -86,6 +86,7 @@ def test_ci_workflow_shape():
 # --- publishing only tested work ----------------------------------------------------------------------------------
 
 PUSH_COMMAND = re.compile(r"\bmake push\b|\bmake image\b.*\bPUSH=1|\b(dvc|docker|podman) push\b")
+IMAGE_PUSH_COMMAND = re.compile(r"\bmake image\b.*\bPUSH=1|\b(docker|podman) push\b")
 
 
 def pushing_jobs(workflow: dict) -> set[str]:
@@ -100,9 +101,25 @@ def pushing_jobs(workflow: dict) -> set[str]:
     return pushing
 
 
-def jobs_running_tests(workflow: dict) -> set[str]:
+def image_pushing_jobs(workflow: dict) -> set[str]:
+    """Jobs that publish a container image: `make image PUSH=1`, docker/podman push, registry logins, build-push."""
+    pushing = set()
+    for name, job in workflow["jobs"].items():
+        for step in job.get("steps", []):
+            uses = step.get("uses", "")
+            if (IMAGE_PUSH_COMMAND.search(step.get("run", "")) or uses.startswith("docker/login-action")
+                    or (uses.startswith("docker/build-push-action") and step.get("with", {}).get("push"))):
+                pushing.add(name)
+    return pushing
+
+
+def jobs_running(workflow: dict, target: str) -> set[str]:
     return {name for name, job in workflow["jobs"].items()
-            if any(re.search(r"\bmake test\b", step.get("run", "")) for step in job.get("steps", []))}
+            if any(re.search(rf"\bmake {target}(?![\w-])", step.get("run", "")) for step in job.get("steps", []))}
+
+
+def jobs_running_tests(workflow: dict) -> set[str]:
+    return jobs_running(workflow, "test")
 
 
 def upstream(workflow: dict, name: str) -> set[str]:
@@ -113,20 +130,52 @@ def upstream(workflow: dict, name: str) -> set[str]:
 
 
 def untested_publishers(workflow: dict) -> list[str]:
-    tested = jobs_running_tests(workflow)
-    return sorted(name for name in pushing_jobs(workflow) if not upstream(workflow, name) & tested)
+    """Jobs that publish without waiting for `make test`, or publish an image without waiting for
+    `make container-test` (the suite that builds the image with `make image` and runs it)."""
+    tested, containers = jobs_running_tests(workflow), jobs_running(workflow, "container-test")
+    return sorted({name for name in pushing_jobs(workflow) if not upstream(workflow, name) & tested}
+                  | {name for name in image_pushing_jobs(workflow) if not upstream(workflow, name) & containers})
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_jobs_that_publish_depend_on_the_test_job(path):
     workflow = yaml.safe_load(path.read_text())
-    assert untested_publishers(workflow) == [], f"{path.name}: these jobs publish without waiting for `make test`"
+    assert untested_publishers(workflow) == [], (f"{path.name}: these jobs publish without waiting for `make test` "
+                                                 "(or, for an image, `make container-test`)")
     if pushing_jobs(workflow):
         # The check bites: the same workflow with every `needs` dropped is refused.
         loose = copy.deepcopy(workflow)
         for job in loose["jobs"].values():
             job.pop("needs", None)
         assert untested_publishers(loose) == sorted(pushing_jobs(workflow))
+
+
+def test_image_publishers_must_wait_for_the_container_tests():
+    """ci.yml's pipeline job pushes the image: without `containers` among its needs, the check refuses it; a job
+    that only runs `make test` upstream is not enough."""
+    workflow = yaml.safe_load(CI.read_text())
+    assert image_pushing_jobs(workflow) == {"pipeline"} and jobs_running(workflow, "container-test") == {"containers"}
+    assert {"test", "containers"} <= upstream(workflow, "pipeline")
+    containers = workflow["jobs"]["containers"]
+    assert containers["runs-on"] == "ubuntu-latest" and containers["env"]["CONTAINER_ENGINE"] == "docker"
+    only_tests = copy.deepcopy(workflow)
+    only_tests["jobs"]["pipeline"]["needs"] = "test"
+    assert untested_publishers(only_tests) == ["pipeline"]
+    # The DVC-only publisher of retrain.yml needs `make test` alone.
+    assert untested_publishers(yaml.safe_load(RETRAIN.read_text())) == []
+
+
+def test_make_image_builds_with_the_engine_and_context_it_is_given():
+    """`make image` is the build the container tests run (tests/containers/conftest.py): podman gets docker format
+    (the HEALTHCHECK), Docker its own defaults, CONTEXT and BUILD_FLAGS reach the build."""
+    docker = sh("make -n image IMAGE=img TAG=t", PROJECT).stdout
+    assert re.search(r"^docker build\s+-f Dockerfile.serve -t img:t \.$", docker.replace("\\\n", " "), re.M), docker
+    podman = sh("make -n image DOCKER=podman IMAGE=img TAG=t CONTEXT=/tmp/ctx BUILD_FLAGS=--pull=never",
+                PROJECT).stdout.replace("\\\n", " ")
+    assert re.search(r"^podman build --format docker --pull=never\s+-f Dockerfile.serve -t img:t /tmp/ctx$", podman,
+                     re.M), podman
+    script = (PROJECT / "scripts/containers.sh").read_text()
+    assert re.search(r"^\s*make .*\bimage DOCKER=podman\b", script, re.M), "containers.sh serving: not `make image`"
 
 
 def test_ci_publishes_from_the_pipeline_job_after_tests_and_pulls_instead_of_rerunning():

@@ -1,5 +1,5 @@
 """The monitoring stack as the README starts it: `.env.example` copied to `.env` and filled in, then
-`docker compose -f docker-compose.monitoring.yml up` (docker-compose v1 on podman), every service but Grafana
+`docker compose -f docker-compose.monitoring.yml up` (on podman: docker-compose v1), every service but Grafana
 (no stand-in for its image here) and the retrain relay (behind its `retrain` profile). Checked from the host: serving on its port, every Prometheus target up."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import Compose, podman, port_or_free, project_dir, secret_values, wait_for
+from .conftest import Compose, port_or_free, project_dir, secret_values, wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 COMPOSE_FILE = "docker-compose.monitoring.yml"
@@ -17,24 +17,24 @@ SERVICES = ("serving", "prometheus", "node-exporter", "alertmanager")
 
 
 @pytest.fixture(scope="module")
-def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
+def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
     values = secret_values()
     # The documented ports, unless something else on this machine holds them.
     ports = {"SERVING_PORT": port_or_free(8000), "PROMETHEUS_PORT": port_or_free(9090),
              "ALERTMANAGER_PORT": port_or_free(9093)}
     values.update({name: str(port) for name, port in ports.items() if port not in (8000, 9090, 9093)})
     directory = project_dir(tmp_path_factory.mktemp("compose") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
-    compose = Compose("pctest-monitoring", directory, [COMPOSE_FILE], docker_host)
+    compose = Compose("pctest-monitoring", directory, [COMPOSE_FILE], compose_env, engine)
     with compose.up(*SERVICES):
         serving = f"http://127.0.0.1:{ports['SERVING_PORT']}"
         prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
         wait_for(f"{serving}/health/ready", 300, "serving (compose)", compose.logs,
-                 containers=(compose.container("serving"),))
+                 containers=(compose.container("serving"),), engine=engine)
         wait_for(f"{prometheus}/-/ready", 120, "prometheus (compose)", compose.logs)
         yield compose, serving, prometheus, values
-    leftovers = podman("ps", "-a", "--filter", f"label=com.docker.compose.project={compose.project}",
+    leftovers = engine("ps", "-a", "--filter", f"label=com.docker.compose.project={compose.project}",
                        "--format", "{{.Names}}").stdout.split()
-    volumes = podman("volume", "ls", "--filter", f"label=com.docker.compose.project={compose.project}",
+    volumes = engine("volume", "ls", "--filter", f"label=com.docker.compose.project={compose.project}",
                      "--format", "{{.Name}}").stdout.split()
     assert not leftovers and not volumes, f"`down -v` left {leftovers} {volumes}"
 
@@ -63,7 +63,7 @@ def test_every_prometheus_target_is_up(stack):
 
 
 def test_compose_healthcheck_passes(stack):
-    """compose's healthcheck asks the container's network address; podman runs it on demand (no systemd)."""
+    """compose's healthcheck asks the container's network address; run on demand (podman has no systemd here)."""
     compose, *_ = stack
-    result = podman("healthcheck", "run", compose.container("serving"), check=False)
+    result = compose.engine.healthcheck(compose.container("serving"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,4 @@
-"""Two serving replicas behind nginx with Redis (docker-compose.replicas.yml), started with podman and
+"""Two serving replicas behind nginx with Redis (docker-compose.replicas.yml), started on the suite's engine and
 checked from the host: one rate limit across replicas, clean 413s, and a replica killed mid-load costs nothing."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from serving.security import User, hash_password
 
-from .conftest import Compose, podman, port_or_free, project_dir, secret_values, wait_for
+from .conftest import Compose, port_or_free, project_dir, secret_values, wait_for
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 COMPOSE_FILE = "docker-compose.replicas.yml"
@@ -36,19 +36,19 @@ def users_override(directory: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(serving_image, docker_host, tiny_repo, tmp_path_factory):
+def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
     values = secret_values(RATE_LIMIT_PREDICT=f"{LIMIT}/hour", USERS_FILE="/app/users.json")
     port = port_or_free(8000)
     if port != 8000:
         values["SERVING_PORT"] = str(port)
     directory = project_dir(tmp_path_factory.mktemp("replicas") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
-    compose = Compose("pctest-replicas", directory, [COMPOSE_FILE, users_override(directory)], docker_host)
+    compose = Compose("pctest-replicas", directory, [COMPOSE_FILE, users_override(directory)], compose_env, engine)
     with compose.up():
         base = f"http://127.0.0.1:{port}"
-        # Both replicas healthy (podman runs the compose healthcheck on demand), then the proxy answers.
+        # Both replicas healthy (the compose healthcheck, run on demand), then the proxy answers.
         for service in ("serving-1", "serving-2"):
             deadline = time.monotonic() + 300
-            while podman("healthcheck", "run", compose.container(service), check=False).returncode != 0:
+            while engine.healthcheck(compose.container(service)).returncode != 0:
                 assert time.monotonic() < deadline, f"{service} not healthy\n{compose.logs()}"
                 time.sleep(2)
         wait_for(f"{base}/health/ready", 60, "proxy", compose.logs)
@@ -74,7 +74,7 @@ def test_rate_limit_holds_across_replicas(stack):
     upstreams = {r.headers["x-upstream"] for r in responses[:LIMIT]}
     assert len(upstreams) == 2, f"every request went to {upstreams}: the proxy does not balance"
     assert "detail" in responses[-1].json()
-    keys = podman("exec", compose.container("redis"), "redis-cli", "--scan", "--pattern", "LIMITS*").stdout.split()
+    keys = compose.engine("exec", compose.container("redis"), "redis-cli", "--scan", "--pattern", "LIMITS*").stdout.split()
     assert keys, "no rate-limit counter in Redis"
 
 
@@ -108,11 +108,12 @@ def test_killing_a_replica_mid_load_loses_no_request(stack):
     # Below the limit with room to spare: a request the dead replica had already counted in Redis counts
     # again on the replica that answers it (at most one per worker in flight at the kill).
     total, before_kill = LIMIT - 8, 6
+    victim = compose.container("serving-1")  # looked up before the load: `compose ps` takes longer than the requests
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(predict, base, auth, i) for i in range(total)]
         for done, _ in enumerate(as_completed(futures), start=1):
             if done == before_kill:
-                podman("kill", "--signal", "KILL", compose.container("serving-1"))
+                compose.engine("kill", "--signal", "KILL", victim)
                 break
         responses = [f.result() for f in futures]
     statuses = [r.status_code for r in responses]
