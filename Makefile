@@ -43,10 +43,12 @@ sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, l
 # `make test TEST_SEED=random` for a new order each run, the seed to replay is printed at the top.
 TEST_SEED ?= 1
 FAST_TESTS := not slow and not e2e and not container
+# More pytest options for `make test`, e.g. PYTEST_ARGS='-m "not container"' where another job runs those.
+PYTEST_ARGS ?=
 
 test: venv-dev sysdeps ## lint and run every test (random order, TEST_SEED; the ten slowest listed)
 	$(MAKE) lint
-	pytest --randomly-seed=$(TEST_SEED) --durations=10
+	pytest --randomly-seed=$(TEST_SEED) --durations=10 $(PYTEST_ARGS)
 
 test-fast: venv-dev ## the inner loop: unit, data and API tests, no pipeline runs but the kept tiny one, no containers
 	pytest -q -m "$(FAST_TESTS)" --randomly-seed=$(TEST_SEED)
