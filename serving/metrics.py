@@ -71,7 +71,6 @@ class ModelMetrics:
             self.predictions.labels(prdtypecode=str(code), **labels)
         return labels
 
-
     def shadow(self) -> None:
         """A challenger in shadow mode: its agreement counters at 0 (none without one)."""
         for result in AGREEMENT:

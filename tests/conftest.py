@@ -44,8 +44,6 @@ def deep_update(base: dict, changes: dict) -> dict:
 # serving and compose settings), are removed from this process's environment before any test runs;
 # a test that needs one sets it for its own process (`sh(..., extra_env=...)`, `monkeypatch`).
 LEAKY_PREFIXES = ("MLFLOW_", "DAGSHUB_", "AWS_", "GITHUB_", "DVC_", "KERAS_", "RAY_", "GIT_")
-
-
 DOCUMENTED = {line.split("=", 1)[0].strip() for line in (PROJECT / ".env.example").read_text().splitlines()
               if "=" in line and not line.lstrip().startswith("#")}
 

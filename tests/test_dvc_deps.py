@@ -147,10 +147,18 @@ def test_training_and_evaluation_know_nothing_of_dvc_or_mlflow(module):
 
 @pytest.fixture(scope="module")
 def repo_copy(tiny_repo, tmp_path_factory) -> Path:
+    """A copy whose outputs nothing rewrites: the param probes below run stages in a copy of their own,
+    so that `dvc status` here reports edits only, in whichever order the tests run."""
     copy = tmp_path_factory.mktemp("deps") / "repo"
     copy_repo(tiny_repo, copy)
     assert "up to date" in sh("dvc status", copy).stdout
     return copy
+
+
+@pytest.fixture(scope="module")
+def probe_copy(tiny_repo, tmp_path_factory) -> Path:
+    """Where the param probes run the stages (which rewrite their outputs)."""
+    return copy_repo(tiny_repo, tmp_path_factory.mktemp("probe") / "repo")
 
 
 def changed_stages(repo: Path) -> set[str]:
@@ -180,8 +188,8 @@ def covers(entry: str, name: str) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("stage", list(DVC_YAML))  # pipeline order
-def test_every_param_a_stage_reads_is_declared_and_no_other(repo_copy, stage):
-    out = sh(f"{sys.executable} {PROJECT / 'tests/params_probe.py'} {stage}", repo_copy,
+def test_every_param_a_stage_reads_is_declared_and_no_other(probe_copy, stage):
+    out = sh(f"{sys.executable} {PROJECT / 'tests/params_probe.py'} {stage}", probe_copy,
              extra_env={"MLFLOW_TRACKING_URI": "none"}).stdout
     probe = json.loads(out.rpartition("PARAMS_READ ")[2])
     # The stage runner picks the Keras backend from train.backend: it changes what a Keras stage computes.
