@@ -74,13 +74,18 @@ def sh(cmd: str, cwd: Path, check: bool = True, extra_env: dict | None = None) -
     return result
 
 
+# What `make_repo` copies of the project (beside params.yaml, which it writes): the pipeline's files and folders.
+PIPELINE_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
+PIPELINE_DIRS = ("stages", "src")
+
+
 def make_repo(path: Path, params: dict | None = None) -> Path:
     """A fresh git + DVC repository holding this project's pipeline, committed once."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in PIPELINE_FILES:
         shutil.copy(PROJECT / name, path / name)
-    shutil.copytree(PROJECT / "stages", path / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(PROJECT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in PIPELINE_DIRS:
+        shutil.copytree(PROJECT / name, path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     base = yaml.safe_load((PROJECT / "params.yaml").read_text())
     (path / "params.yaml").write_text(yaml.safe_dump(deep_update(base, deep_update(TINY, params or {})), sort_keys=False))
     sh("git init -q -b main && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
@@ -149,6 +154,12 @@ def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
     pytest.fail(f"{url} not up after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
+def add_make(repo: Path) -> None:
+    """The project's Makefile and scripts, so the targets CI calls run here as they do in CI."""
+    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    shutil.copytree(PROJECT / "scripts", repo / "scripts", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def copy_repo(repo: Path, dest: Path) -> Path:
     """A writable copy of a reproduced repository (git history, DVC cache, outputs, lock): what `make_repo`
     and `dvc repro` would give again, without the minute of training."""
@@ -158,7 +169,7 @@ def copy_repo(repo: Path, dest: Path) -> Path:
 
 # The tiny pipeline is a function of these files (and of TINY and the Python version): its reproduced
 # repository is kept under .cache/tiny-pipeline/<their digest> and copied from there while none of them changes.
-TINY_INPUTS = ("dvc.yaml", ".dvcignore", ".gitignore", "params.yaml", "constraints.txt", "pyproject.toml", "stages", "src")
+TINY_INPUTS = (*PIPELINE_FILES, *PIPELINE_DIRS, "params.yaml", "constraints.txt", "pyproject.toml")
 TINY_CACHE = PROJECT / ".cache" / "tiny-pipeline"
 
 
@@ -178,19 +189,21 @@ def tiny_repo(tmp_path_factory) -> Path:
     """The real pipeline on the tiny sample, run once per version of its inputs (TINY_INPUTS) and copied
     into each session; treat it as read-only (`copy_repo` it to change anything)."""
     kept = TINY_CACHE / tiny_key()
-    dest = tmp_path_factory.mktemp("tiny") / "repo"
     if not (kept / "repo" / "dvc.lock").is_file():
-        repo = make_repo(tmp_path_factory.mktemp("tiny-build") / "repo")
-        sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
         TINY_CACHE.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=TINY_CACHE, prefix="building-"))
-        copy_repo(repo, staging / "repo")
+        try:  # built where it is kept (a repository moves with its folder), then renamed into place
+            repo = make_repo(staging / "repo")
+            sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         shutil.rmtree(kept, ignore_errors=True)
         staging.rename(kept)  # atomic: a kept pipeline is always a whole one
         for old in TINY_CACHE.iterdir():  # earlier versions' pipelines (not another session's build in progress)
             if old != kept and not old.name.startswith("building-"):
                 shutil.rmtree(old, ignore_errors=True)
-    return copy_repo(kept / "repo", dest)
+    return copy_repo(kept / "repo", tmp_path_factory.mktemp("tiny") / "repo")
 
 
 @pytest.fixture(scope="session")
@@ -199,8 +212,7 @@ def changed_repo(tiny_repo, tmp_path_factory) -> tuple[Path, str, str]:
     CI calls), then on a branch `dvc exp run -S train.epochs=2` in the workspace. One `exp run` for every
     test that reads an experiment; returns (repo, the exp run's output, `dvc exp show`). Read-only."""
     repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("changed") / "repo")
-    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
-    shutil.copytree(PROJECT / "scripts", repo / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    add_make(repo)
     no_tracking = {"MLFLOW_TRACKING_URI": "none"}
     sh("git add -A && git commit -qm 'baseline: 3 epochs' && git checkout -qb fewer-epochs", repo)
     exp = sh("dvc exp run -S train.epochs=2", repo, extra_env=no_tracking).stdout

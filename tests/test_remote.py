@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT, free_port, make_repo, sh, workflow_step
+from conftest import add_make, copy_repo, free_port, sh, workflow_step
 from product_classifier import tracking
 
 TOKEN = "dhtok-0123456789abcdef"
@@ -24,13 +24,6 @@ def dvc_config(path: Path) -> dict[str, dict[str, str]]:
     parser.read(path)
     # DVC writes section names as ['remote "origin"'].
     return {section.strip("'"): dict(parser[section]) for section in parser.sections()}
-
-
-def add_make(repo: Path) -> None:
-    """The project's Makefile and scripts, so the targets CI calls run here as they do in CI."""
-    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
-    shutil.copytree(PROJECT / "scripts", repo / "scripts", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
 
 
 @pytest.fixture
@@ -112,11 +105,10 @@ TRAINING_AND_AFTER = ["train_lstm", "train_vgg16", "fuse", "evaluate", "predict"
 
 
 @pytest.fixture(scope="module")
-def pushed_repo(tmp_path_factory, s3_endpoint) -> Path:
+def pushed_repo(tiny_repo, tmp_path_factory, s3_endpoint) -> Path:
     """main: the tiny pipeline run, every output pushed to moto's S3 (`make push`), all of it committed."""
-    repo = make_repo(tmp_path_factory.mktemp("remote") / "repo")
+    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("remote") / "repo")
     add_make(repo)
-    sh("dvc repro -q", repo, extra_env=NO_TRACKING)
     sh(f"dvc remote add -d origin s3://dvc && dvc remote modify origin endpointurl {s3_endpoint} && {S3_CREDENTIALS}",
        repo)
     pushed = sh("make push", repo)
@@ -127,8 +119,7 @@ def pushed_repo(tmp_path_factory, s3_endpoint) -> Path:
 
 @pytest.mark.e2e
 def test_push_wipe_pull_round_trip(pushed_repo, tmp_path):
-    repo = tmp_path / "repo"
-    shutil.copytree(pushed_repo, repo, symlinks=True)
+    repo = copy_repo(pushed_repo, tmp_path / "repo")
     before = {name: digests(repo / name) for name in ("models", "data/processed")}
     assert before["models"]
 

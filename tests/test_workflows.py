@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PROJECT, copy_repo, env, sh, workflow_step
+from conftest import PROJECT, add_make, copy_repo, env, sh, workflow_step
 
 WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
 CI = PROJECT / ".github/workflows/ci.yml"
@@ -89,28 +89,21 @@ PUSH_COMMAND = re.compile(r"\bmake push\b|\bmake image\b.*\bPUSH=1|\b(dvc|docker
 IMAGE_PUSH_COMMAND = re.compile(r"\bmake image\b.*\bPUSH=1|\b(docker|podman) push\b")
 
 
-def pushing_jobs(workflow: dict) -> set[str]:
-    """Jobs that publish: DVC pushes, image pushes (make targets, CLIs, docker/build-push-action), registry logins."""
+def pushing_jobs(workflow: dict, command: re.Pattern = PUSH_COMMAND) -> set[str]:
+    """Jobs that publish: DVC pushes, image pushes (make targets, CLIs, docker/build-push-action), registry logins.
+    With `command=IMAGE_PUSH_COMMAND`: the jobs that publish a container image."""
     pushing = set()
     for name, job in workflow["jobs"].items():
         for step in job.get("steps", []):
             uses = step.get("uses", "")
-            if (PUSH_COMMAND.search(step.get("run", "")) or uses.startswith("docker/login-action")
+            if (command.search(step.get("run", "")) or uses.startswith("docker/login-action")
                     or (uses.startswith("docker/build-push-action") and step.get("with", {}).get("push"))):
                 pushing.add(name)
     return pushing
 
 
 def image_pushing_jobs(workflow: dict) -> set[str]:
-    """Jobs that publish a container image: `make image PUSH=1`, docker/podman push, registry logins, build-push."""
-    pushing = set()
-    for name, job in workflow["jobs"].items():
-        for step in job.get("steps", []):
-            uses = step.get("uses", "")
-            if (IMAGE_PUSH_COMMAND.search(step.get("run", "")) or uses.startswith("docker/login-action")
-                    or (uses.startswith("docker/build-push-action") and step.get("with", {}).get("push"))):
-                pushing.add(name)
-    return pushing
+    return pushing_jobs(workflow, IMAGE_PUSH_COMMAND)
 
 
 def jobs_running(workflow: dict, target: str) -> set[str]:
@@ -413,7 +406,7 @@ def test_retrain_workflow_runs_make_targets_and_opens_a_pr_with_the_report():
 def test_make_retrain_refetches_the_data_and_reruns_only_what_changed(tiny_repo, tmp_path):
     """On the tiny pipeline: the sample is the same data, so only download runs and dvc.lock is unchanged."""
     repo = copy_repo(tiny_repo, tmp_path / "repo")
-    shutil.copy(PROJECT / "Makefile", repo / "Makefile")
+    add_make(repo)
     lock = (repo / "dvc.lock").read_text()
     out = sh("make retrain", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})
     ran = re.findall(r"Running stage '(\w+)'", out.stdout)

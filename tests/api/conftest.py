@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from pathlib import Path
 
@@ -65,3 +66,14 @@ def token_for(client, user=USER, password=PASSWORD) -> str:
 @pytest.fixture(scope="session")
 def auth(client) -> dict:
     return {"Authorization": f"Bearer {token_for(client)}"}
+
+
+def metric(client, name: str, **labels) -> float:
+    """The sum of /metrics samples named `name` whose labels include `labels`."""
+    text = client.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{([^}}]*)\}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
+            total += float(match.group(2))
+    return total

@@ -17,7 +17,7 @@ from serving.app import create_app
 from serving.artifacts import directory_hash
 from serving.challenger import user_bucket
 
-from .conftest import USER, settings_for, token_for
+from .conftest import USER, metric, settings_for, token_for
 
 PRODUCT = {"designation": "Lot de 3 figurines Star Wars", "description": "Neuf"}
 
@@ -42,16 +42,6 @@ def challenger_dir(tiny_repo, tmp_path_factory) -> Path:
 
 def app_with(tiny_models, tmp_path, challenger_dir, **overrides):
     return TestClient(create_app(settings_for(tiny_models, tmp_path, challenger_models_dir=challenger_dir, **overrides)))
-
-
-def metric(client, name: str, **labels) -> float:
-    text = client.get("/metrics").text
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{([^}}]*)\}})? (\S+)$", line)
-        if match and all(f'{k}="{v}"' in (match.group(1) or "") for k, v in labels.items()):
-            total += float(match.group(2))
-    return total
 
 
 def wait_for_metric(client, name: str, minimum: float, timeout: float = 60, **labels) -> float:

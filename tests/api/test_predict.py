@@ -20,7 +20,7 @@ from product_classifier import paths
 from product_classifier.labels import CLASSES
 from serving.app import create_app
 
-from .conftest import PASSWORD, jpeg, settings_for, token_for
+from .conftest import PASSWORD, jpeg, metric, settings_for, token_for
 
 
 def version_from_lock(lock) -> str:
@@ -34,13 +34,6 @@ def version_from_lock(lock) -> str:
 FIELDS = {"prdtypecode", "category", "confidence", "top_k", "modalities", "model_version", "request_id"}
 
 
-def predictions_counted(client, code: int) -> float:
-    """The champion's `model_predictions_total` sample for class `code` (0 when absent)."""
-    match = re.search(rf'^model_predictions_total{{prdtypecode="{code}",role="champion",[^}}]*}} (\S+)$',
-                      client.get("/metrics").text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 def test_public_routes(client, auth):
     assert "Bienvenue" in client.get("/").json()["message"]
     assert client.get("/status").json() == {"status": "L'API fonctionne correctement"}
@@ -48,9 +41,9 @@ def test_public_routes(client, auth):
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ok" and ready["model_version"]
     code = client.post("/predict", data={"designation": "Piscine tubulaire"}, headers=auth).json()["prdtypecode"]
-    before = predictions_counted(client, code)
+    before = metric(client, "model_predictions_total", prdtypecode=code, role="champion")
     assert client.post("/predict", data={"designation": "Piscine tubulaire"}, headers=auth).json()["prdtypecode"] == code
-    assert predictions_counted(client, code) == before + 1  # the /metrics route is public and counts each answer
+    assert metric(client, "model_predictions_total", prdtypecode=code, role="champion") == before + 1  # the /metrics route is public and counts each answer
 
 
 def test_counters_with_known_labels_start_at_zero(serving_settings):

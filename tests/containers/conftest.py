@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -221,16 +221,20 @@ class Compose:
     files: list[str]
     env: dict
     engine: Engine
+    command: list[str] = field(init=False)  # `docker compose` or `docker-compose`, asked once per project
+
+    def __post_init__(self):
+        self.command = compose_command(self.engine)
 
     def __call__(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        cmd = [*compose_command(self.engine), "--ansi", "never", "-p", self.project,
+        cmd = [*self.command, "--ansi", "never", "-p", self.project,
                "--project-directory", str(self.directory)]
         for file in self.files:
             cmd += ["-f", str(self.directory / file)]
         result = subprocess.run([*cmd, *args], cwd=self.directory, capture_output=True, text=True, timeout=timeout,
                                 env={**self.env, "COMPOSE_HTTP_TIMEOUT": "300"})
         if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd[:2])} {' '.join(args)} failed ({result.returncode}):\n"
+            raise AssertionError(f"{' '.join(self.command)} {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
 
