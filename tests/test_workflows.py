@@ -597,12 +597,13 @@ def test_the_steps_that_need_dagshub_run_on_whether_the_secret_is_set(path, node
     """The presence step, run: it sees a boolean, never the token; the steps that need DagsHub run on its output."""
     step = workflow_step("DagsHub secrets set?", path)
     assert step["id"] == "dagshub" and list(step["env"]) == ["HAS_DAGSHUB"]
-    output = tmp_path / "github_output"
+    output, script = tmp_path / "github_output", tmp_path / "step.sh"
+    script.write_text(step["run"])
     for token, expected in (("dhp_secret", "true"), ("", "false")):
         [value] = evaluate(node_modules, [step["env"]["HAS_DAGSHUB"]], secrets={"DAGSHUB_TOKEN": token})
         assert value is (expected == "true")
         output.write_text("")
-        sh(f"bash --noprofile --norc -eo pipefail -c {json.dumps(step['run'])}", tmp_path,
+        sh(f"bash --noprofile --norc -eo pipefail {script}", tmp_path,
            extra_env={"HAS_DAGSHUB": str(value).lower(), "GITHUB_OUTPUT": str(output)})
         assert output.read_text() == f"has_dagshub={expected}\n"
     configure = workflow_step("Configure DagsHub (DVC remote and MLflow)", path)["if"]
@@ -649,13 +650,12 @@ def dependabot_entries() -> set[tuple[str, str]]:
 def pinned_ecosystems() -> set[tuple[str, str]]:
     """What the repository pins, as Dependabot (ecosystem, directory) entries."""
     def folder(path: Path) -> str:
-        return "/" + str(path.parent.relative_to(PROJECT)).replace(".", "").strip("/")
+        rel = path.parent.relative_to(PROJECT).as_posix()
+        return "/" if rel == "." else f"/{rel}"
 
-    tracked = sh("git ls-files", PROJECT).stdout.split()
-    wanted = {("github-actions", "/")} if any(unpinned_actions(p.read_text()) or PINNED.search(p.read_text())
-                                              or re.search(r"uses:\s+[\w.-]+/", p.read_text()) for p in WORKFLOWS) \
-        else set()
-    files = [PROJECT / f for f in tracked]
+    files = [PROJECT / f for f in sh("git ls-files", PROJECT).stdout.split()]
+    remote_actions = any(re.search(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/", p.read_text(), re.M) for p in WORKFLOWS)
+    wanted = {("github-actions", "/")} if remote_actions else set()
     wanted |= {("pip", folder(f)) for f in files if f.name in ("pyproject.toml", "constraints.txt")}
     wanted |= {("docker", folder(f)) for f in files if "dockerfile" in f.name.lower()}
     wanted |= {("docker-compose", folder(f)) for f in files if re.fullmatch(r"(docker-)?compose[\w.-]*\.ya?ml", f.name)
