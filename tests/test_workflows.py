@@ -16,6 +16,9 @@ from conftest import PROJECT, add_make, copy_repo, env, sh, workflow_step
 
 WORKFLOWS = sorted((PROJECT / ".github/workflows").glob("*.yml"))
 CI = PROJECT / ".github/workflows/ci.yml"
+DEPENDABOT = PROJECT / ".github/dependabot.yml"
+# The steps that need the DagsHub secrets run on this output of a step that sees only whether they are set.
+HAS_DAGSHUB = "steps.dagshub.outputs.has_dagshub == 'true'"
 BROKEN = """
 name: broken
 on: [push]
@@ -76,10 +79,10 @@ def test_ci_workflow_shape():
     assert wf["env"]["PYTHON_VERSION"] == "3.11" and all(s["with"]["cache"] == "pip" for s in pythons)
     assert any(s.get("uses", "").startswith("actions/cache") and s["with"]["path"] == ".dvc/cache" for s in all_steps)
     by_run = {s.get("run", "").split()[1] if s.get("run", "").startswith("make ") else None: s for s in all_steps}
-    for main_only in ("push", "image"):
-        assert "IS_MAIN == 'true'" in by_run[main_only]["if"], main_only
-    # Secrets come from the repository's secrets; jobs that need them skip cleanly without (forks).
-    assert "env.DAGSHUB_TOKEN != ''" in by_run["dagshub"]["if"] and "DAGSHUB_TOKEN" in by_run["push"]["if"]
+    assert "IS_MAIN == 'true'" in by_run["push"]["if"]  # the image: the publish job's own `if` (main only)
+    # Secrets come from the repository's secrets; the steps that need them skip cleanly without (forks).
+    for needs_secrets in ("dagshub", "push", "pull"):
+        assert HAS_DAGSHUB in by_run[needs_secrets]["if"], needs_secrets
     assert not re.search(r"(token|password)\s*:\s*(?!\$\{\{)\S", CI.read_text(), re.I)
 
 
@@ -144,16 +147,16 @@ def test_jobs_that_publish_depend_on_the_test_job(path):
 
 
 def test_image_publishers_must_wait_for_the_container_tests():
-    """ci.yml's pipeline job pushes the image: without `containers` among its needs, the check refuses it; a job
+    """ci.yml's publish job pushes the image: without `containers` upstream, the check refuses it; a job
     that only runs `make test` upstream is not enough."""
     workflow = yaml.safe_load(CI.read_text())
-    assert image_pushing_jobs(workflow) == {"pipeline"} and jobs_running(workflow, "container-test") == {"containers"}
-    assert {"test", "containers"} <= upstream(workflow, "pipeline")
+    assert image_pushing_jobs(workflow) == {"publish"} and jobs_running(workflow, "container-test") == {"containers"}
+    assert {"test", "containers", "pipeline"} <= upstream(workflow, "publish")
     containers = workflow["jobs"]["containers"]
     assert containers["runs-on"] == "ubuntu-latest" and containers["env"]["CONTAINER_ENGINE"] == "docker"
     only_tests = copy.deepcopy(workflow)
-    only_tests["jobs"]["pipeline"]["needs"] = "test"
-    assert untested_publishers(only_tests) == ["pipeline"]
+    only_tests["jobs"]["publish"]["needs"] = "test"
+    assert untested_publishers(only_tests) == ["publish"]
     # The DVC-only publisher of retrain.yml needs `make test` alone.
     assert untested_publishers(yaml.safe_load(RETRAIN.read_text())) == []
 
@@ -171,9 +174,18 @@ def test_make_image_builds_with_the_engine_and_context_it_is_given():
     assert re.search(r"^\s*make .*\bimage DOCKER=podman\b", script, re.M), "containers.sh serving: not `make image`"
 
 
-def test_ci_publishes_from_the_pipeline_job_after_tests_and_pulls_instead_of_rerunning():
+def test_ci_publishes_from_the_pipeline_and_publish_jobs_after_tests_and_pulls_instead_of_rerunning():
+    """dvc push from the pipeline job; the image from the publish job, built from the models the pipeline job
+    reproduced or pulled (handed over as an artifact: the publish job runs no pipeline)."""
     workflow = yaml.safe_load(CI.read_text())
-    assert pushing_jobs(workflow) == {"pipeline"} and jobs_running_tests(workflow) == {"test"}
+    assert pushing_jobs(workflow) == {"pipeline", "publish"} and jobs_running_tests(workflow) == {"test"}
+    [handover] = [s for s in workflow["jobs"]["pipeline"]["steps"] if s.get("with", {}).get("name") == "serving-models"]
+    [received] = [s for s in workflow["jobs"]["publish"]["steps"] if s.get("with", {}).get("name") == "serving-models"]
+    assert handover["uses"].startswith("actions/upload-artifact@") and received["uses"].startswith(
+        "actions/download-artifact@") and "path" not in received["with"]  # into the checkout, where they were
+    dockerfile = (PROJECT / "Dockerfile.serve").read_text()
+    copied = set(re.findall(r"^COPY (?:--chown=\S+ )?(models|dvc\.lock|metrics/\S+) ", dockerfile, re.M))
+    assert copied == {p.rstrip("/") for p in handover["with"]["path"].split()}, "what Dockerfile.serve bakes in"
     pipeline = workflow["jobs"]["pipeline"]
     checkout = next(s for s in pipeline["steps"] if s.get("uses", "").startswith("actions/checkout"))
     assert checkout["with"]["fetch-depth"] == 0, "`dvc metrics diff` needs the base branch's history"
@@ -219,10 +231,24 @@ def evaluate(node_modules: Path, expressions: list[str], **contexts) -> list:
     return json.loads(result.stdout)
 
 
+def step_condition(name: str, workflow: Path = CI) -> str:
+    """The step's `if:` and its job's, as one expression (either may be absent)."""
+    for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+        for step in job.get("steps", []):
+            if step.get("name") == name:
+                parts = [strip_braces(c) for c in (job.get("if"), step.get("if")) if c]
+                return " && ".join(f"({c})" for c in parts) or "true"
+    raise KeyError(name)
+
+
+def strip_braces(condition: str) -> str:
+    return re.sub(r"^\$\{\{([\s\S]*)\}\}$", r"\1", condition.strip())
+
+
 @needs_npm
 def test_the_pr_comment_step_runs_on_same_repository_pull_requests_only(node_modules):
-    comment = workflow_step("Comment on the pull request")["if"]
-    notice = workflow_step("No PR comment from a fork")["if"]
+    comment = step_condition("Comment on the pull request")
+    notice = step_condition("No PR comment from a fork")
     cases = {  # (comment step runs, fork notice runs)
         "same-repo pull request": (github_context("pull_request"), [True, False]),
         "fork pull request": (github_context("pull_request", head_repo="mallory/rakuten-classifier"), [False, True]),
@@ -259,7 +285,9 @@ def run_comment_step(checkout: Path, state: dict, report: str, artifact_url: str
 def test_the_pr_comment_is_created_once_then_updated_in_place(tmp_path):
     step = workflow_step("Comment on the pull request")
     assert step["uses"].startswith("actions/github-script@")
-    assert step["env"]["ARTIFACT_URL"] == "${{ steps.upload.outputs.artifact-url }}"
+    assert step["env"]["ARTIFACT_URL"] == "${{ needs.pipeline.outputs.report-url }}"
+    pipeline = yaml.safe_load(CI.read_text())["jobs"]["pipeline"]
+    assert pipeline["outputs"]["report-url"] == "${{ steps.upload.outputs.artifact-url }}"
     checkout = tmp_path / "checkout"  # the step runs in the checkout: its script requires the committed file
     (checkout / "report").mkdir(parents=True)
     shutil.copytree(PROJECT / ".github/scripts", checkout / ".github/scripts")
@@ -394,8 +422,16 @@ def test_retrain_workflow_runs_make_targets_and_opens_a_pr_with_the_report():
     job = wf["jobs"]["retrain"]
     runs = [s.get("run", "") for s in job["steps"]]
     assert "make retrain" in runs and any("make ci-report" in r for r in runs)
-    [pr] = [s for s in job["steps"] if s.get("uses", "").startswith("peter-evans/create-pull-request")]
+    # The pull request is opened by a job of its own (the only one holding write scopes), from the files the
+    # retrain job hands over.
+    opener = wf["jobs"]["pull-request"]
+    assert opener["needs"] == "retrain" and not any("run" in s for s in opener["steps"]), "it runs no project code"
+    [pr] = [s for s in opener["steps"] if s.get("uses", "").startswith("peter-evans/create-pull-request")]
     assert pr["with"]["body-path"] == "report/pr-body.md"
+    [handover] = [s for s in job["steps"] if s.get("with", {}).get("name") == "retrain-pr"]
+    assert set(handover["with"]["path"].split()) >= {"report/pr-body.md", "dvc.lock"}
+    assert {p.rstrip("/") for p in pr["with"]["add-paths"].split()} <= {p.rstrip("/") for p in
+                                                                       handover["with"]["path"].split()}
     assert any("report/report.md" in r and "pr-body.md" in r for r in runs)
     # Alert fields reach the shell through env, never spliced into the script (injection).
     assert not re.search(r"\$\{\{\s*github\.event\.client_payload", "\n".join(runs))
@@ -413,3 +449,229 @@ def test_make_retrain_refetches_the_data_and_reruns_only_what_changed(tiny_repo,
     assert ran == ["download"], out.stdout
     assert (repo / "dvc.lock").read_text() == lock
     assert "is up to date" in out.stdout or "Data and pipelines are up to date" in out.stdout
+
+
+# --- least privilege (issue 17): write scopes, secrets, pinned actions, Dependabot ---------------------------------
+
+WRITE_ALL = {"*": "write"}  # no `permissions:` at all: the repository's default token, which may write everything
+COMMENT_SCRIPT = ".github/scripts/pr_comment.cjs"
+CREATE_PR = "peter-evans/create-pull-request"
+
+
+def permissions(workflow: dict, job: str) -> dict:
+    """The job's token scopes: its own `permissions:`, else the workflow's, else the repository default."""
+    value = workflow["jobs"][job].get("permissions", workflow.get("permissions"))
+    if value is None or value == "write-all":
+        return WRITE_ALL
+    return {"*": "read"} if value == "read-all" else dict(value)
+
+
+def write_scopes(workflow: dict, job: str) -> set[str]:
+    return {scope for scope, level in permissions(workflow, job).items() if level == "write"}
+
+
+def uses(workflow: dict, job: str, action: str) -> list[dict]:
+    return [s for s in workflow["jobs"][job].get("steps", []) if s.get("uses", "").startswith(action + "@")]
+
+
+def commenting_jobs(workflow: dict) -> set[str]:
+    return {name for name in workflow["jobs"]
+            if any(COMMENT_SCRIPT in s.get("with", {}).get("script", "") for s in uses(workflow, name,
+                                                                                  "actions/github-script"))}
+
+
+def needed_write_scopes(workflow: dict, job: str) -> set[str]:
+    """What the job's steps write with the token: the image (packages), the PR comment, a branch and its PR."""
+    needed = set()
+    if job in image_pushing_jobs(workflow):
+        needed.add("packages")
+    if job in commenting_jobs(workflow):
+        needed.add("pull-requests")
+    if uses(workflow, job, CREATE_PR):
+        needed |= {"contents", "pull-requests"}
+    return needed
+
+
+def jobs_started_by(workflow: dict, node_modules: Path, github: dict) -> set[str]:
+    """The jobs whose `if:` holds for this event (GitHub's evaluator), if the workflow runs on it at all."""
+    if github["event_name"] not in triggers(workflow):
+        return set()
+    names = list(workflow["jobs"])
+    conditions = [strip_braces(workflow["jobs"][n].get("if", "true")) for n in names]
+    return {n for n, runs in zip(names, evaluate(node_modules, conditions, github=github), strict=True) if runs}
+
+
+PULL_REQUESTS = {"same-repo": github_context("pull_request"),
+                 "fork": github_context("pull_request", head_repo="mallory/rakuten-classifier")}
+
+
+def pull_request_writers(workflow: dict, node_modules: Path) -> list[tuple]:
+    """(job, event, write scopes) of every job that holds a write scope on a pull request run, beyond
+    pull-requests: write for the job that writes the metrics comment."""
+    found = []
+    for case, github in PULL_REQUESTS.items():
+        for job in sorted(jobs_started_by(workflow, node_modules, github)):
+            extra = write_scopes(workflow, job) - ({"pull-requests"} if job in commenting_jobs(workflow) else set())
+            if extra:
+                found.append((job, case, sorted(extra)))
+    return found
+
+
+@needs_npm
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_write_scope_on_pull_request_runs_but_the_comment(path, node_modules):
+    workflow = yaml.safe_load(path.read_text())
+    assert workflow.get("permissions") in ({}, {"contents": "read"}), "top level: nothing, or contents: read"
+    assert pull_request_writers(workflow, node_modules) == []
+    if "pull_request" in triggers(workflow):
+        assert commenting_jobs(workflow) == {"comment"} and write_scopes(workflow, "comment") == {"pull-requests"}
+        assert jobs_started_by(workflow, node_modules, PULL_REQUESTS["same-repo"]) >= {"comment"}
+        # The check bites: the publish job without its `if:` would run, packages: write, on every pull request.
+        loose = copy.deepcopy(workflow)
+        loose["jobs"]["publish"].pop("if")
+        assert pull_request_writers(loose, node_modules) == [("publish", "same-repo", ["packages"]),
+                                                             ("publish", "fork", ["packages"])]
+
+
+@needs_npm
+def test_the_image_is_published_on_pushes_to_main_only(node_modules):
+    workflow = yaml.safe_load(CI.read_text())
+    is_main = workflow["jobs"]["pipeline"]["env"]["IS_MAIN"]  # the pipeline job's dvc push runs on it
+    cases = {"same-repo pull request": (github_context("pull_request"), False),
+             "push to main": (github_context("push", before="a" * 40), True),
+             "workflow_dispatch": (github_context("workflow_dispatch"), False)}
+    for case, (github, expected) in cases.items():
+        started = jobs_started_by(workflow, node_modules, github)
+        assert ("publish" in started) == expected and evaluate(node_modules, [is_main], github=github) == [expected]
+        assert ("comment" in started) == (github["event_name"] == "pull_request"), case
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_write_scopes_only_on_the_jobs_that_use_them(path):
+    workflow = yaml.safe_load(path.read_text())
+    for job in workflow["jobs"]:
+        assert write_scopes(workflow, job) <= needed_write_scopes(workflow, job), job
+    # The check bites: a workflow without any `permissions:` hands every job the default token.
+    bare = copy.deepcopy(workflow)
+    bare.pop("permissions")
+    for job in bare["jobs"].values():
+        job.pop("permissions", None)
+    assert all(write_scopes(bare, job) == {"*"} for job in bare["jobs"])
+
+
+SECRET_VALUE = re.compile(r"\$\{\{\s*secrets\.(\w+)\s*\}\}")  # the value itself (not a test such as `!= ''`)
+
+
+def secret_holders(workflow: dict) -> dict[str, set[str]]:
+    """Step -> the secrets whose values it is handed (env or with:), for every step of every job."""
+    holders = {}
+    for job_name, job in workflow["jobs"].items():
+        for i, step in enumerate(job.get("steps", [])):
+            given = {**step.get("env", {}), **step.get("with", {})}
+            names = {n for v in given.values() for n in SECRET_VALUE.findall(str(v))}
+            if names:
+                holders[f"{job_name}: {step.get('name') or step.get('uses') or i}"] = names
+    return holders
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_secrets_reach_only_the_steps_that_use_them(path):
+    """No secret in a workflow's or a job's env (every step, the package install included, would read it): the
+    DagsHub token goes to `make dagshub` alone (it writes the dvc and MLflow credentials), GITHUB_TOKEN to the
+    registry login."""
+    workflow = yaml.safe_load(path.read_text())
+    scopes = [("workflow", workflow.get("env", {}))] + [(n, j.get("env", {})) for n, j in workflow["jobs"].items()]
+    assert [(where, k) for where, env_ in scopes for k, v in env_.items() if "secrets." in str(v)] == []
+    for step, names in secret_holders(workflow).items():
+        if "DAGSHUB_TOKEN" in names or "DAGSHUB_USERNAME" in names:
+            assert step.endswith("Configure DagsHub (DVC remote and MLflow)"), step
+            assert workflow_step(step.split(": ", 1)[1], path)["run"] == "make dagshub"
+        else:
+            assert names == {"GITHUB_TOKEN"} and step.endswith("Log in to GHCR"), step
+    assert any("DAGSHUB_TOKEN" in names for names in secret_holders(workflow).values())
+
+
+@needs_npm
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_steps_that_need_dagshub_run_on_whether_the_secret_is_set(path, node_modules, tmp_path):
+    """The presence step, run: it sees a boolean, never the token; the steps that need DagsHub run on its output."""
+    step = workflow_step("DagsHub secrets set?", path)
+    assert step["id"] == "dagshub" and list(step["env"]) == ["HAS_DAGSHUB"]
+    output, script = tmp_path / "github_output", tmp_path / "step.sh"
+    script.write_text(step["run"])
+    for token, expected in (("dhp_secret", "true"), ("", "false")):
+        [value] = evaluate(node_modules, [step["env"]["HAS_DAGSHUB"]], secrets={"DAGSHUB_TOKEN": token})
+        assert value is (expected == "true")
+        output.write_text("")
+        sh(f"bash --noprofile --norc -eo pipefail {script}", tmp_path,
+           extra_env={"HAS_DAGSHUB": str(value).lower(), "GITHUB_OUTPUT": str(output)})
+        assert output.read_text() == f"has_dagshub={expected}\n"
+    configure = workflow_step("Configure DagsHub (DVC remote and MLflow)", path)["if"]
+    for expected in ("true", "false"):
+        steps_ = {"dagshub": {"outputs": {"has_dagshub": expected}}}
+        assert evaluate(node_modules, [configure], steps=steps_) == [expected == "true"]
+    text = path.read_text()
+    assert "env.DAGSHUB_TOKEN" not in text and text.count(HAS_DAGSHUB) >= 2
+
+
+PINNED = re.compile(r"^\s*(?:-\s+)?uses:\s+([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)\s*$")
+
+
+def unpinned_actions(text: str) -> list[str]:
+    """Each `uses:` of a third-party action that is not `owner/repo@<40-hex commit> # vX.Y.Z`."""
+    found = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:-\s+)?uses:\s+(\S+)", line)
+        if m and not m.group(1).startswith(("./", "docker://")) and not PINNED.match(line):
+            found.append(line.strip())
+    return found
+
+
+def test_third_party_actions_are_pinned_by_commit_with_the_version_in_a_comment():
+    pins = {}
+    for path in WORKFLOWS:
+        text = path.read_text()
+        assert unpinned_actions(text) == [], path.name
+        for line in text.splitlines():
+            if m := PINNED.match(line):
+                pins.setdefault(m.group(1), set()).add((m.group(2), m.group(3)))
+    assert {a for a, versions in pins.items() if len(versions) > 1} == set(), "one commit per action everywhere"
+    assert {"actions/checkout", "actions/github-script", "docker/login-action", CREATE_PR} <= set(pins)
+    # The check bites: a movable tag, or a SHA without its version.
+    assert len(unpinned_actions("      - uses: actions/checkout@v4\n      - uses: a/b@" + "0" * 40 + "\n")) == 2
+
+
+def dependabot_entries() -> set[tuple[str, str]]:
+    config = yaml.safe_load(DEPENDABOT.read_text())
+    assert config["version"] == 2
+    return {(u["package-ecosystem"], u["directory"].rstrip("/") or "/") for u in config["updates"]}
+
+
+def pinned_ecosystems() -> set[tuple[str, str]]:
+    """What the repository pins, as Dependabot (ecosystem, directory) entries."""
+    def folder(path: Path) -> str:
+        rel = path.parent.relative_to(PROJECT).as_posix()
+        return "/" if rel == "." else f"/{rel}"
+
+    files = [PROJECT / f for f in sh("git ls-files", PROJECT).stdout.split()]
+    remote_actions = any(re.search(r"^\s*(?:-\s+)?uses:\s+[\w.-]+/", p.read_text(), re.M) for p in WORKFLOWS)
+    wanted = {("github-actions", "/")} if remote_actions else set()
+    wanted |= {("pip", folder(f)) for f in files if f.name in ("pyproject.toml", "constraints.txt")}
+    wanted |= {("docker", folder(f)) for f in files if "dockerfile" in f.name.lower()}
+    wanted |= {("docker-compose", folder(f)) for f in files if re.fullmatch(r"(docker-)?compose[\w.-]*\.ya?ml", f.name)
+               and re.search(r"^\s+image:\s*\S+", f.read_text(), re.M)}
+    return wanted
+
+
+def test_dependabot_covers_every_ecosystem_the_repository_pins(tmp_path):
+    wanted = pinned_ecosystems()
+    assert {e for e, _ in wanted} == {"github-actions", "pip", "docker", "docker-compose"}
+    assert wanted <= dependabot_entries(), wanted - dependabot_entries()
+    # Dependabot's pip ecosystem bumps the pins of a .txt file only if every line is a requirement or a comment.
+    lines = [ln for ln in (PROJECT / "constraints.txt").read_text().splitlines() if ln.strip()]
+    assert all(re.fullmatch(r"#.*|[A-Za-z0-9][\w.-]*(\[[\w,-]+\])?==[\w.+!-]+", ln) for ln in lines)
+    # GitHub's schema for the file (offline, vendored in check-jsonschema); a misspelled ecosystem is refused.
+    sh(f"check-jsonschema --builtin-schema vendor.dependabot {DEPENDABOT}", PROJECT)
+    bad = tmp_path / "dependabot.yml"
+    bad.write_text(DEPENDABOT.read_text().replace("docker-compose", "docker-composer"))
+    assert sh(f"check-jsonschema --builtin-schema vendor.dependabot {bad}", tmp_path, check=False).returncode != 0
