@@ -21,7 +21,7 @@ CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 CA_LABEL=product-classifier.ca-bundle
 CACHE=${CONTAINERS_CACHE:-$PROJECT/.cache/containers}
 # The FROM of Dockerfile.serve: Debian bookworm's python3 (3.11) stands in for the official python image.
-BASE_IMAGE=docker.io/library/$(sed -n 's/^ARG PYTHON_IMAGE=//p' Dockerfile.serve)
+BASE_IMAGE=docker.io/library/$(sed -n 's/^FROM \([^ ]*\) AS runtime$/\1/p' Dockerfile.serve)
 # Stand-ins keep the tags the compose files pin, so the same files run with Docker and the real images.
 PROMETHEUS_IMAGE=docker.io/prom/prometheus:v2.53.3
 NODE_EXPORTER_IMAGE=docker.io/prom/node-exporter:v1.8.2

@@ -671,6 +671,9 @@ def test_dependabot_covers_every_ecosystem_the_repository_pins(tmp_path):
     lines = [ln for ln in (PROJECT / "constraints.txt").read_text().splitlines() if ln.strip()]
     assert all(re.fullmatch(r"#.*|[A-Za-z0-9][\w.-]*(\[[\w,-]+\])?==[\w.+!-]+", ln) for ln in lines)
     # GitHub's schema for the file (offline, vendored in check-jsonschema); a misspelled ecosystem is refused.
+    # Its docker ecosystem updates a Dockerfile's base image only from a literal `FROM image:tag`.
+    froms = re.findall(r"^FROM\s+(\S+)", (PROJECT / "Dockerfile.serve").read_text(), re.MULTILINE)
+    assert froms and all(re.fullmatch(r"[\w./-]+:[\w.-]+", image) for image in froms), froms
     sh(f"check-jsonschema --builtin-schema vendor.dependabot {DEPENDABOT}", PROJECT)
     bad = tmp_path / "dependabot.yml"
     bad.write_text(DEPENDABOT.read_text().replace("docker-compose", "docker-composer"))
