@@ -7,6 +7,7 @@ micro-batcher, tokens in `security`, limits in slowapi, logs in `middleware`.
 """
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from .batching import MicroBatcher
 from .challenger import Challenger
 from .config import Settings, load_settings
 from .errors import add_error_handlers
+from .limits import ConcurrencyLimitMiddleware
 from .metrics import ModelMetrics
 from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, setup_logging
 from .routers import auth, health, model, predict
@@ -45,9 +47,10 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         users.update(load_users(settings))
         if not users:
             log.warning("no users: set USERS_FILE or TEST_USER/TEST_USER_PASSWORD, nobody can get a token")
+        decodes = threading.BoundedSemaphore(settings.max_concurrent_decodes)  # champion and challenger together
         try:
             service = ModelService.load(settings.models_dir, settings.dvc_lock_path, model_metrics,
-                                        settings, loader)
+                                        settings, loader, decodes=decodes)
         except DataError as exc:
             log.error("cannot serve: %s", exc)
             raise
@@ -55,7 +58,8 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         if settings.challenger_models_dir is not None:
             try:
                 challenger = Challenger(ModelService.load(settings.challenger_models_dir, settings.challenger_dvc_lock_path,
-                                                          model_metrics, None, loader, role="challenger"),
+                                                          model_metrics, None, loader, role="challenger",
+                                                          decodes=decodes),
                                         settings.challenger_mode, settings.challenger_share,
                                         settings.challenger_queue_size)
             except DataError as exc:
@@ -93,6 +97,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     # Prometheus text format, outside the OpenAPI schema (which documents the JSON API).
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.upload_limit)
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)  # 503 beyond, health uncounted
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs every answer, 413s included
 
     add_error_handlers(app, limiter)

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from product_classifier.predictor import Prediction, Product
+from product_classifier.predictor import Prediction, Prepared, Product
 
 from .metrics import AGREEMENT
 from .service import ModelService
@@ -50,24 +50,27 @@ class Challenger:
         """The challenger's own prediction (canary), through its own preprocessing."""
         return self.service.run_prediction([self.service.prepare(product)])[0]
 
-    def shadow(self, product: Product, champion: Prediction) -> None:
-        """Queue a shadow prediction and return at once."""
+    def shadow(self, product: Product, champion: Prediction, prepared: Prepared | None = None,
+               image_size: int | None = None) -> None:
+        """Queue a shadow prediction and return at once. `prepared`: the champion's preprocessing at
+        `image_size`; when that is the challenger's size too, its image is reused, not decoded again."""
         if self.mode != "shadow":
             return
         if not self._slots.acquire(blocking=False):
             self.service.metrics.shadow_skipped.inc()
             return
         try:
-            future = self._executor.submit(self._shadow, product, champion.code)
+            reused = prepared if image_size == self.service.predictor.image_size else None
+            future = self._executor.submit(self._shadow, product, champion.code, reused)
         except RuntimeError:  # shut down
             self._slots.release()
             return
         future.add_done_callback(lambda _: self._slots.release())
 
-    def _shadow(self, product: Product, champion_code: int) -> None:
+    def _shadow(self, product: Product, champion_code: int, decoded: Prepared | None) -> None:
         metrics = self.service.metrics
         try:
-            [prediction] = self.service.run_prediction([self.service.prepare(product, count_input=False)])
+            [prediction] = self.service.run_prediction([self.service.prepare(product, False, decoded)])
         except Exception as exc:  # noqa: BLE001 - the challenger never breaks anything: count and log
             metrics.challenger_errors.inc()
             log.warning("challenger %s failed in shadow: %s: %s", self.version, type(exc).__name__, exc)

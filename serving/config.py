@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(32, gt=0)
     max_designation_chars: int = Field(1_000, gt=0)
     max_description_chars: int = Field(20_000, gt=0)
+    # Work in progress at once (serving/limits.py): requests beyond it get 503; images decoded at once, each
+    # bounded by product_classifier.images.MAX_DECODE_BYTES (128 MiB)
+    max_concurrent_requests: int = Field(64, gt=0)
+    max_concurrent_decodes: int = Field(2, gt=0)
     # Model
     models_dir: Path = Path("models")
     dvc_lock_path: Path | None = None

@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from product_classifier import paths
@@ -14,18 +15,22 @@ from product_classifier.labels import INDEX
 from product_classifier.predictor import Prediction, Predictor, Prepared, Product
 
 from .artifacts import ModelIdentity, verify_artifacts
+from .batching import Overloaded
 from .drift import DriftWindow
 from .metrics import ModelMetrics, presence
 
 log = logging.getLogger("serving")
+DECODE_WAIT_SECONDS = 10  # a request that waits longer for a decode slot is answered 503
 
 
 class ModelService:
     """Loaded once at startup. `run_prediction` is the only place the model runs (a micro-batcher slots in there)."""
 
     def __init__(self, predictor: Predictor, identity: ModelIdentity, metrics: ModelMetrics,
-                 drift: DriftWindow | None = None, role: str = "champion"):
+                 drift: DriftWindow | None = None, role: str = "champion", decodes: threading.Semaphore | None = None):
+        """`decodes`: the slots for image decoding (MAX_CONCURRENT_DECODES), shared by every model of the process."""
         self.predictor = predictor
+        self.decodes = decodes or threading.BoundedSemaphore(1)
         self.identity = identity
         self.metrics = metrics
         self.role = role
@@ -40,7 +45,7 @@ class ModelService:
 
     @classmethod
     def load(cls, models_dir: Path, lock_path: Path | None, metrics: ModelMetrics, drift_settings=None,
-             loader=Predictor.load, role: str = "champion") -> ModelService:
+             loader=Predictor.load, role: str = "champion", decodes: threading.Semaphore | None = None) -> ModelService:
         """Raises DataError when an artifact is missing or does not match dvc.lock.
 
         `drift_settings` (DRIFT_WINDOW, DRIFT_WINDOW_SECONDS, DRIFT_MIN_SAMPLES) turns the drift statistics on
@@ -59,17 +64,31 @@ class ModelService:
             metrics.low_confidence_reference.set(reference["low_confidence_share"])
         elif drift_settings is not None:
             log.warning("no drift reference in %s (rerun the fuse stage): drift statistics are off", models_dir)
-        return cls(predictor, identity, metrics, drift, role)
+        return cls(predictor, identity, metrics, drift, role, decodes)
 
     @property
     def version(self) -> str:
         return self.identity.version
 
-    def prepare(self, product: Product, count_input: bool = True) -> Prepared:
+    def prepare(self, product: Product, count_input: bool = True, decoded: Prepared | None = None) -> Prepared:
         """The shared preprocessing (raises ImageError for an unreadable image), and the input metrics
-        (`count_input` false for a shadow prediction: the champion counted that product already)."""
+        (`count_input` false for a shadow prediction: the champion counted that product already).
+
+        An image is decoded in one of the process's `decodes` slots (Overloaded when none frees up in
+        DECODE_WAIT_SECONDS); `decoded`: another model's preprocessing of the same product at this model's
+        image size (the champion's, in shadow mode), whose image is taken instead of decoding it again."""
         with self.metrics.inference_seconds.labels(stage="preprocess", **self._labels).time():
-            prepared = self.predictor.prepare(product)
+            if decoded is not None:
+                prepared = replace(self.predictor.prepare(replace(product, image=None)), image=decoded.image)
+            elif product.image is None:
+                prepared = self.predictor.prepare(product)
+            else:
+                if not self.decodes.acquire(timeout=DECODE_WAIT_SECONDS):
+                    raise Overloaded(f"no image decode slot free for {DECODE_WAIT_SECONDS} s")
+                try:
+                    prepared = self.predictor.prepare(product)
+                finally:
+                    self.decodes.release()
         if not count_input:
             return prepared
         description = (product.description or "").strip()

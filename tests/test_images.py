@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import io
+import math
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from product_classifier import images
 from product_classifier.errors import ImageError
-from product_classifier.images import is_blank, load_image, load_image_checked
+from product_classifier.images import MAX_DECODE_BYTES, REDUCE_ABOVE, is_blank, load_image, load_image_checked
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def encode(img: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
@@ -111,3 +121,199 @@ def test_blank_image_is_detected_and_refused_for_training(tmp_path):
         load_image_checked(path, 32)
     with pytest.raises(ImageError, match="file not found"):
         load_image(tmp_path / "missing.jpg", 32)
+
+
+# --- bounded work: hostile files, and the bound measured -----------------------------------------
+
+def png(w: int, h: int, color_type: int = 2, bit_depth: int = 8) -> bytes:
+    """A white-or-black PNG of any size, written row by row (the test never holds the pixels): zlib makes
+    a huge blank image a few kB on disk, as an attacker's would be."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]
+    row = b"\0" + bytes(w * channels * bit_depth // 8)
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    header = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 0)
+    palette = chunk(b"PLTE", b"\0\0\0") if color_type == 3 else b""
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + palette + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def bmp_rle8(w: int, h: int) -> bytes:
+    """An 8-bit run-length-encoded BMP (Pillow writes BMPs uncompressed only): runs of 255 pixels a row."""
+    row = b"".join(bytes([min(255, w - x), 0]) for x in range(0, w, 255)) + b"\0\0"
+    data = row * h + b"\0\1"
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + 1024
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + info + b"\0" * 1024 + data
+
+
+def pillow(mode: str, size: tuple[int, int], fmt: str, **save) -> bytes:
+    return encode(Image.new(mode, size, "white" if mode != "P" else 0), fmt, **save)
+
+
+# Tiny on disk, huge decoded: each is refused (422) from its header, or reduced (the wide strip, the JPEG).
+HOSTILE = {
+    "png-20000x500": lambda: png(20000, 500),  # the issue's: 29 kB, padded to a 20000^2 square before
+    "png-9000x300": lambda: png(9000, 300),  # under MAX_SIDE: reduced, its padded square small
+    "png-rgba-6000": lambda: png(6000, 6000, 6),
+    "png-16bit-6000": lambda: png(6000, 6000, 0, 16),
+    "bmp-rle8-6000": lambda: bmp_rle8(6000, 6000),
+    "gif-6000": lambda: pillow("P", (6000, 6000), "GIF"),
+    "tiff-6000": lambda: pillow("RGB", (6000, 6000), "TIFF", compression="tiff_deflate"),
+    "webp-6000": lambda: pillow("RGB", (6000, 6000), "WEBP", lossless=True),
+    "jpeg-6000": lambda: pillow("RGB", (6000, 6000), "JPEG"),  # drafted at 1/8 scale: answered
+}
+ANSWERED = {"png-9000x300", "jpeg-6000"}
+
+
+def rotated_tiff(side: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return pillow("RGB", (side, side), "TIFF", compression="tiff_deflate", exif=exif)
+
+
+def largest(mode: str, fmt: str = "") -> int:
+    """The side of the largest square image of `mode` (in `fmt`) that load_image accepts at full scale."""
+    per_pixel = max(images._FULL_SCALE_BYTES[mode], images._DECODER_BYTES.get(fmt, 0))
+    return math.isqrt((MAX_DECODE_BYTES - images._REDUCED_BYTES) // per_pixel)
+
+
+# The largest images each costly mode may have (at the full-scale bound, and at REDUCE_ABOVE): the bound's worst cases.
+WORST = {
+    "rgba-at-bound": lambda: png(largest("RGBA"), largest("RGBA"), 6),
+    "rgb-at-bound-rotated": lambda: rotated_tiff(largest("RGB")),
+    "palette-at-bound": lambda: png(largest("P"), largest("P"), 3),
+    "16bit-at-bound": lambda: png(largest("I;16"), largest("I;16"), 0, 16),
+    "grey-alpha-at-bound": lambda: png(largest("LA"), largest("LA"), 4),
+    "float-at-bound": lambda: pillow("F", (largest("F"),) * 2, "TIFF", compression="tiff_deflate"),
+    "webp-at-bound": lambda: pillow("RGBA", (largest("RGBA", "WEBP"),) * 2, "WEBP", lossless=True),
+    "grey-40mp": lambda: png(6400, 6250, 0),
+    "rgba-unreduced": lambda: png(REDUCE_ABOVE, REDUCE_ABOVE, 6),
+    "palette-unreduced": lambda: pillow("P", (REDUCE_ABOVE, REDUCE_ABOVE), "GIF", transparency=0),
+    "16bit-unreduced": lambda: png(REDUCE_ABOVE, REDUCE_ABOVE, 0, 16),
+    "wide-unreduced": lambda: png(REDUCE_ABOVE, 64, 6),
+}
+
+PEAK_CHILD = r"""
+import re, sys
+from product_classifier import images
+from product_classifier.errors import ImageError
+from product_classifier.images import load_image
+
+def status(key):
+    return int(re.search(key + r":\s+(\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+
+data = open(sys.argv[1], "rb").read()
+load_image(open(sys.argv[2], "rb").read(), 32)  # warm: libraries loaded, first allocations made
+before = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+try:
+    answer = "ok %s" % (load_image(data, 32).shape,)
+except ImageError as exc:
+    answer = "refused %s" % exc
+print(status("VmHWM") - before, answer)
+"""
+
+
+def decode_peak(data: bytes, tmp_path) -> tuple[int, str]:
+    """The peak memory growth (bytes) of a fresh process decoding `data`, and what it answered."""
+    (tmp_path / "image").write_bytes(data)
+    (tmp_path / "warm.jpg").write_bytes(encode(red_left_half()))
+    result = subprocess.run([sys.executable, "-c", PEAK_CHILD, tmp_path / "image", tmp_path / "warm.jpg"],
+                            capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": SRC})
+    growth, answer = result.stdout.split(" ", 1)
+    return int(growth), answer.strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from Linux /proc")
+@pytest.mark.parametrize("name", HOSTILE)
+def test_tiny_file_that_decodes_huge_stays_within_the_bound(name, tmp_path):
+    data = HOSTILE[name]()
+    assert len(data) < 600_000, "a hostile file is small on disk"
+    growth, answer = decode_peak(data, tmp_path)
+    assert growth <= MAX_DECODE_BYTES, f"{name}: peak +{growth / 2**20:.0f} MiB ({answer})"
+    assert answer.startswith("ok" if name in ANSWERED else "refused"), answer
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak memory is read from Linux /proc")
+@pytest.mark.parametrize("name", WORST)
+def test_largest_accepted_images_stay_within_the_bound(name, tmp_path):
+    growth, answer = decode_peak(WORST[name](), tmp_path)
+    assert answer.startswith("ok"), answer
+    assert growth <= MAX_DECODE_BYTES, f"{name}: peak +{growth / 2**20:.0f} MiB"
+
+
+def load_image_before_bounds(data: bytes, size: int) -> np.ndarray:
+    """load_image as it was before the bounds (the preprocess stage's outputs came from it): the oracle that
+    ordinary images still decode bit for bit the same."""
+    from PIL import ImageOps
+
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (size, size))
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(img, dtype=np.float64)
+            img = Image.fromarray((arr * (255.0 / (arr.max() or 1.0))).clip(0, 255).astype(np.uint8), "L")
+        if img.mode == "P":
+            img = img.convert("RGBA")
+        if img.mode in ("RGBA", "LA", "PA"):
+            img = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+        img = img.convert("RGB") if img.mode != "RGB" else img
+        w, h = img.size
+        if w != h:
+            canvas = Image.new("RGB", (max(w, h),) * 2, (255, 255, 255))
+            canvas.paste(img, ((max(w, h) - w) // 2, (max(w, h) - h) // 2))
+            img = canvas
+        return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None), dtype=np.uint8)
+
+
+def photo(size: tuple[int, int], mode: str, seed: int) -> Image.Image:
+    """Noise over a few blocks: nothing compresses it away, every pixel matters."""
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    img = Image.fromarray(arr, "RGBA")
+    if mode in ("I;16", "F"):
+        grey = np.asarray(img.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(grey if mode == "I;16" else grey.astype(np.float32))
+    return img.convert(mode)
+
+
+ORDINARY = [  # (size, mode, format, save options): catalogue photos and what else a user uploads, up to 2000 px
+    ((500, 500), "RGB", "JPEG", {"quality": 85}),
+    ((500, 500), "RGB", "JPEG", {"progressive": True}),
+    ((500, 500), "L", "JPEG", {}),
+    ((500, 500), "CMYK", "JPEG", {}),
+    ((1600, 1200), "RGB", "JPEG", {"exif": "rotated"}),
+    ((2000, 2000), "RGB", "JPEG", {}),
+    ((640, 480), "RGB", "PNG", {}),
+    ((300, 2000), "RGBA", "PNG", {}),
+    ((2000, 1999), "LA", "PNG", {}),
+    ((800, 600), "P", "PNG", {"transparency": 0}),
+    ((777, 333), "1", "PNG", {}),
+    ((1024, 700), "I;16", "PNG", {}),
+    ((512, 512), "F", "TIFF", {}),
+    ((1500, 900), "RGB", "TIFF", {"compression": "tiff_lzw", "exif": "rotated"}),
+    ((600, 400), "CMYK", "TIFF", {}),
+    ((640, 640), "P", "GIF", {"save_all": True, "append_images": "second"}),
+    ((1000, 250), "RGB", "BMP", {}),
+    ((1200, 800), "RGBA", "WEBP", {"quality": 80}),
+    ((2000, 1000), "RGB", "WEBP", {"lossless": True}),
+]
+
+
+@pytest.mark.parametrize(("size", "mode", "fmt", "save"), ORDINARY, ids=lambda v: str(v).replace(" ", ""))
+def test_ordinary_images_decode_bit_identical_to_before(size, mode, fmt, save):
+    img = photo(size, mode, seed=size[0] * 7 + size[1])
+    if save.get("exif") == "rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 8
+        save = {**save, "exif": exif.tobytes() if fmt == "JPEG" else exif}
+    if save.get("append_images") == "second":
+        save = {**save, "append_images": [photo(size, mode, seed=1)]}
+    data = encode(img, fmt, **save)
+    for target in (32, 64, 224):
+        assert (load_image(data, target) == load_image_before_bounds(data, target)).all(), (target, len(data))

@@ -20,13 +20,13 @@ def status():
 
 
 @router.get("/health/live", response_model=schemas.Health, summary="The process answers")
-def live():
+async def live():  # async, as ready: answered on the event loop even when every worker thread is busy
     return {"status": "ok"}
 
 
 @router.get("/health/ready", response_model=schemas.Health, summary="The model is loaded",
             responses=documented(503, "The model is not loaded yet."))
-def ready(request: Request):
+async def ready(request: Request):
     service = request.app.state.service
     if service is None:
         return JSONResponse({"status": "loading", "model_version": None}, 503)

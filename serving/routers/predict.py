@@ -12,7 +12,7 @@ from slowapi import Limiter
 
 from product_classifier.errors import DataError
 from product_classifier.labels import category
-from product_classifier.predictor import Prediction, Product
+from product_classifier.predictor import Prediction, Prepared, Product
 
 from .. import schemas
 from ..challenger import Challenger
@@ -37,14 +37,20 @@ def make_router(settings: Settings, limiter: Limiter) -> APIRouter:
 
     async def predict_one(request: Request, service: ModelService, product: Product,
                           canary: Challenger | None = None) -> Prediction:
+        prepared: list[Prepared] = []  # the champion's, for a shadow challenger to reuse its decoded image
+
+        def prepare(item: Product) -> Prepared:
+            prepared.append(service.prepare(item))
+            return prepared[0]
+
         try:
             if canary is not None:
                 return await run_in_threadpool(canary.predict, product)
-            prediction = await request.app.state.batcher.prepare_and_submit(service.prepare, product)
+            prediction = await request.app.state.batcher.prepare_and_submit(prepare, product)
         except DataError as exc:  # e.g. ImageError (an image that is not one)
             raise ItemRejected(422, str(exc)) from None
-        if request.app.state.challenger is not None:
-            request.app.state.challenger.shadow(product, prediction)  # returns at once
+        if request.app.state.challenger is not None:  # returns at once
+            request.app.state.challenger.shadow(product, prediction, prepared[0], service.predictor.image_size)
         return prediction
 
     def body(prediction: Prediction, productid: int | None, imageid: int | None) -> dict:
