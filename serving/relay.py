@@ -26,8 +26,8 @@ import os
 import threading
 import urllib.error
 import urllib.request
-from http import HTTPStatus
 from collections import OrderedDict
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
