@@ -133,7 +133,8 @@ def test_killing_a_replica_mid_load_loses_no_request(stack):
 def clear_token_limits(compose: Compose) -> None:
     """Forget the /token counters in Redis (the limit test spends the address's attempts, other tests need one)."""
     redis = compose.container("redis")
-    keys = compose.engine("exec", redis, "redis-cli", "--scan", "--pattern", "*serving.routers.auth*").stdout.split()
+    # slowapi keys by URL: LIMITS:LIMITER/<client>//token/<amount>/<multiples>/<granularity>
+    keys = compose.engine("exec", redis, "redis-cli", "--scan", "--pattern", "LIMITS*/token/*").stdout.split()
     if keys:
         compose.engine("exec", redis, "redis-cli", "del", *keys)
 
@@ -190,6 +191,8 @@ def test_metrics_and_api_docs_are_not_served_through_the_proxy(stack, path):
 def test_metrics_are_served_on_the_compose_network(stack):
     """Where Prometheus scrapes a replica: its own address on the network, not through nginx."""
     compose, *_ = stack
-    fetch = "import urllib.request; print(urllib.request.urlopen('http://serving-1:8000/metrics').status)"
+    address = compose.engine("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                             compose.container("serving-1")).stdout.strip()
+    fetch = f"import urllib.request; print(urllib.request.urlopen('http://{address}:8000/metrics').status)"
     result = compose.engine("exec", compose.container("serving-2"), "python", "-c", fetch)
     assert result.stdout.strip() == "200", result.stdout + result.stderr
