@@ -95,10 +95,20 @@ MONITORING_PROMETHEUS ?= 127.0.0.1:9090
 GRAFANA_SCHEMA_NPM ?= @grafana/schema@11.3.1
 TYPESCRIPT_NPM ?= typescript@5.9.3
 
-.PHONY: monitoring-up monitoring-down monitoring-local grafana-lint
+.PHONY: monitoring-up monitoring-down monitoring-local grafana-lint relay-secret
 
-monitoring-up: ## serving + Prometheus + Grafana + node-exporter in Docker (needs .env)
-	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD"; exit 1; }
+relay-secret: secrets/relay_secret ## the secret Alertmanager's webhook sends the retrain relay (written once)
+
+# secrets/ is 0700 (only you on this host); the file is readable by the containers' users, as a bind mount keeps
+# its mode. The value goes from Python to the file, never through a command line.
+secrets/relay_secret:
+	@umask 077 && mkdir -p secrets && chmod 700 secrets
+	@python3 -c "import os, secrets; fd = os.open('$@', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644); \
+		os.fchmod(fd, 0o644); os.write(fd, (secrets.token_urlsafe(32) + '\n').encode())"
+	@echo "wrote $@"
+
+monitoring-up: secrets/relay_secret ## serving + Prometheus + Grafana + node-exporter in Docker (needs .env)
+	@test -f .env || { echo "no .env: cp .env.example .env and set SECRET_KEY, TEST_USER_PASSWORD, GRAFANA_ADMIN_PASSWORD"; exit 1; }
 	$(MONITORING_COMPOSE) up -d --build
 	@echo "serving http://localhost:8000  Prometheus http://localhost:9090  Grafana http://localhost:3000"
 

@@ -4,7 +4,8 @@ Reads DAGSHUB_USERNAME, DAGSHUB_TOKEN (or DAGSHUB_USER_TOKEN, the dagshub client
 DAGSHUB_REPO_OWNER (default: the user) and DAGSHUB_REPO_NAME (default: the git remote's repo name,
 else this folder's name); DAGSHUB_CLIENT_HOST overrides https://dagshub.com. Works offline: it only
 writes configuration. The token goes to `.dvc/config.local` and `.env` (both ignored by git), never
-into a URL and never to the output.
+into a URL, a command line (DVC's own config API writes it, in this process) or the output; both files
+are made private (0600) before the token is written into them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def dvc(*args: str) -> None:
     subprocess.run(["dvc", "remote", *args], check=True)
 
 
+def private(path: Path) -> None:
+    """`path` readable and writable by its owner only, created so (0600) if missing, before a secret goes in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file that was there already: tightened while it holds no token yet
+    finally:
+        os.close(fd)
+
+
 def update_env_file(path: Path, values: dict[str, str]) -> None:
     """Set KEY=value lines in .env, keeping every other line (serving settings live there too)."""
     lines = path.read_text().splitlines() if path.exists() else []
@@ -64,8 +75,19 @@ def update_env_file(path: Path, values: dict[str, str]) -> None:
         key = line.split("=", 1)[0].strip().removeprefix("export ").strip()
         out.append(f"{key}={todo.pop(key)}" if key in todo else line)
     out += [f"{k}={v}" for k, v in todo.items()]
+    private(path)
     path.write_text("\n".join(out) + "\n")
-    path.chmod(0o600)
+
+
+def set_local_credentials(remote: str, values: dict[str, str]) -> None:
+    """`dvc remote modify --local remote KEY VALUE` for each value, through DVC's config API in this process, so
+    that no value is on a command line; .dvc/config.local is private before it holds them."""
+    from dvc.repo import Repo
+
+    repo = Repo(".")
+    private(Path(repo.config.files["local"]))
+    with repo.config.edit("local") as conf:
+        conf["remote"].setdefault(remote, {}).update(values)
 
 
 def main() -> None:
@@ -76,8 +98,7 @@ def main() -> None:
     env = {"MLFLOW_TRACKING_URI": u["mlflow"]}
     if s["token"]:
         # DagsHub's S3 gateway takes the token as both keys.
-        dvc("modify", "--local", REMOTE, "access_key_id", s["token"])
-        dvc("modify", "--local", REMOTE, "secret_access_key", s["token"])
+        set_local_credentials(REMOTE, {"access_key_id": s["token"], "secret_access_key": s["token"]})
         env.update({"MLFLOW_TRACKING_USERNAME": s["user"] or s["owner"], "MLFLOW_TRACKING_PASSWORD": s["token"]})
     update_env_file(ENV_FILE, env)
 

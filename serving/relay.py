@@ -1,9 +1,14 @@
 """Alertmanager webhook -> GitHub `repository_dispatch`: a drift alert starts the retraining workflow.
 
-    GITHUB_REPOSITORY=owner/name GITHUB_TOKEN_FILE=/run/secrets/github_token python -m serving.relay
+    GITHUB_REPOSITORY=owner/name GITHUB_TOKEN_FILE=/run/secrets/github_token \
+        RELAY_SECRET_FILE=/run/secrets/relay_secret python -m serving.relay
 
-Alertmanager (monitoring/alertmanager/alertmanager.yml) posts its webhook JSON to `POST /alert`; for each
-firing alert the relay posts `{"event_type": RETRAIN_EVENT_TYPE, "client_payload": {...}}` to
+Alertmanager (monitoring/alertmanager/alertmanager.yml) posts its webhook JSON to `POST /alert` with
+`Authorization: Bearer <shared secret>` (its `http_config.authorization.credentials_file`); the relay
+answers 401 to any other request before reading its body, comparing in constant time. The secret comes
+from RELAY_SECRET_FILE or RELAY_SECRET; the relay refuses to start without one. For each firing alert
+not dispatched before (fingerprint and startsAt, kept for the last DISPATCHED_KEPT alerts in memory: a
+replayed or repeated webhook starts no second retrain) the relay posts `{"event_type": RETRAIN_EVENT_TYPE, "client_payload": {...}}` to
 `{GITHUB_API_URL}/repos/{GITHUB_REPOSITORY}/dispatches`, which starts .github/workflows/retrain.yml.
 The payload names the alert, its labels and annotations, when it started and the model version it was
 raised against. Resolved alerts are ignored. When GitHub refuses, the relay answers 502 so that
@@ -14,11 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hmac
 import json
 import logging
 import os
+import threading
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +34,7 @@ from pathlib import Path
 log = logging.getLogger("serving.relay")
 MAX_BODY = 1_000_000
 DEFAULT_EVENT_TYPE = "retrain"  # .github/workflows/retrain.yml listens for it
+DISPATCHED_KEPT = 10_000  # alerts remembered as dispatched (fingerprint, startsAt): a few hundred kB at most
 
 
 class RelayError(RuntimeError):
@@ -38,6 +47,45 @@ def github_token(environ=os.environ) -> str:
     if environ.get("GITHUB_TOKEN_FILE"):
         return Path(environ["GITHUB_TOKEN_FILE"]).read_text().strip()
     raise RelayError("set GITHUB_TOKEN or GITHUB_TOKEN_FILE (a token allowed to dispatch to GITHUB_REPOSITORY)")
+
+
+def relay_secret(environ=os.environ) -> str:
+    """The secret Alertmanager sends as `Authorization: Bearer ...`: RELAY_SECRET_FILE, else RELAY_SECRET."""
+    if environ.get("RELAY_SECRET_FILE"):
+        value = Path(environ["RELAY_SECRET_FILE"]).read_text().strip()
+    else:
+        value = environ.get("RELAY_SECRET", "").strip()
+    if not value:
+        raise RelayError("set RELAY_SECRET_FILE (or RELAY_SECRET) to the secret Alertmanager's webhook sends: "
+                         "python -c \"import secrets; print(secrets.token_urlsafe(32))\" > secrets/relay_secret")
+    return value
+
+
+class Dispatched:
+    """The alerts already dispatched, the last `kept` of them (oldest forgotten first), safe across threads.
+    `claim` reserves an alert before its dispatch, `release` frees it again when the dispatch failed."""
+
+    def __init__(self, kept: int = DISPATCHED_KEPT):
+        self.kept, self._keys, self._lock = kept, OrderedDict(), threading.Lock()
+
+    def claim(self, key: tuple) -> bool:
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys[key] = None
+            while len(self._keys) > self.kept:
+                self._keys.popitem(last=False)
+            return True
+
+    def release(self, key: tuple) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+
+def alert_key(payload: dict) -> tuple:
+    """What makes one alert: Alertmanager's fingerprint (its labels) and when it started firing."""
+    client = payload["client_payload"]
+    return (client["fingerprint"] or json.dumps(client["labels"], sort_keys=True), client["starts_at"])
 
 
 def dispatch_payloads(webhook: dict, event_type: str) -> list[dict]:
@@ -74,11 +122,16 @@ def post_dispatch(api_url: str, repository: str, token: str, body: dict, timeout
         raise RelayError(f"GitHub API unreachable at {api_url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def make_handler(api_url: str, repository: str, token: str, event_type: str):
+def make_handler(api_url: str, repository: str, token: str, event_type: str, secret: str):
+    expected = f"Bearer {secret}".encode()
+    dispatched = Dispatched()
+
     class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, body: dict) -> None:
+        def _answer(self, status: int, body: dict, headers: dict | None = None) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -92,6 +145,10 @@ def make_handler(api_url: str, repository: str, token: str, event_type: str):
         def do_POST(self):  # noqa: N802
             if self.path != "/alert":
                 return self._answer(404, {"detail": "not found"})
+            given = self.headers.get("Authorization", "").encode("latin-1", "replace")
+            if not hmac.compare_digest(given, expected):  # before the body is read
+                self.close_connection = True
+                return self._answer(401, {"detail": "missing or wrong relay secret"}, {"WWW-Authenticate": "Bearer"})
             length = int(self.headers.get("Content-Length") or 0)
             if not 0 < length <= MAX_BODY:
                 return self._answer(400, {"detail": f"body must be 1 to {MAX_BODY} bytes of JSON"})
@@ -100,15 +157,24 @@ def make_handler(api_url: str, repository: str, token: str, event_type: str):
                 payloads = dispatch_payloads(webhook, event_type)
             except (ValueError, AttributeError, TypeError):
                 return self._answer(400, {"detail": "not an Alertmanager webhook message"})
-            try:
-                for body in payloads:
+            sent = repeated = 0
+            for body in payloads:
+                key = alert_key(body)
+                if not dispatched.claim(key):
+                    repeated += 1
+                    log.info("%s (fingerprint %s, since %s) already dispatched: skipped",
+                             body["client_payload"]["alertname"], *key)
+                    continue
+                try:
                     post_dispatch(api_url, repository, token, body)
-                    log.info("dispatched %s for %s (model %s)", event_type, body["client_payload"]["alertname"],
-                             body["client_payload"]["model_version"])
-            except RelayError as exc:
-                log.error("%s", exc)
-                return self._answer(HTTPStatus.BAD_GATEWAY, {"detail": str(exc)})
-            self._answer(200, {"dispatched": len(payloads)})
+                except RelayError as exc:
+                    dispatched.release(key)  # Alertmanager retries: the alert is sent then
+                    log.error("%s", exc)
+                    return self._answer(HTTPStatus.BAD_GATEWAY, {"detail": str(exc)})
+                sent += 1
+                log.info("dispatched %s for %s (model %s)", event_type, body["client_payload"]["alertname"],
+                         body["client_payload"]["model_version"])
+            self._answer(200, {"dispatched": sent, "already_dispatched": repeated})
 
         def log_message(self, format, *args):  # noqa: A002 - requests are logged by do_POST, without bodies
             log.debug(format, *args)
@@ -129,10 +195,11 @@ def main(argv: list[str] | None = None) -> None:
         if not args.repository or "/" not in args.repository:
             raise RelayError("set GITHUB_REPOSITORY to owner/name")
         token = github_token()
+        secret = relay_secret()
     except (RelayError, OSError) as exc:
         raise SystemExit(f"relay: {exc}") from None
     server = ThreadingHTTPServer((args.host, args.port), make_handler(args.api_url, args.repository, token,
-                                                                      args.event_type))
+                                                                      args.event_type, secret))
     log.info("relaying Alertmanager webhooks on http://%s:%d/alert to %s (%s)", args.host, args.port,
              args.repository, args.event_type)
     with contextlib.suppress(KeyboardInterrupt):

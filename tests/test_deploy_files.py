@@ -5,6 +5,7 @@ tests/containers/ runs the same files with podman; these checks are the fast hal
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -43,12 +44,49 @@ def test_env_example_documents_every_compose_variable():
     assert {name.upper() for name in Settings.model_fields} <= documented
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose missing: run `make sysdeps`")
+needs_compose = pytest.mark.skipif(shutil.which("docker-compose") is None,
+                                   reason="docker-compose missing: run `make sysdeps`")
+# What `make dagshub` and a person add to .env beside the serving settings: other components' credentials.
+OTHER_SECRETS = {"DAGSHUB_USERNAME": "alice", "DAGSHUB_TOKEN": "dhtok-secret", "DAGSHUB_USER_TOKEN": "dhtok-secret",
+                 "MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "dhtok-secret",
+                 "AWS_ACCESS_KEY_ID": "dhtok-secret", "AWS_SECRET_ACCESS_KEY": "dhtok-secret",
+                 "GITHUB_TOKEN": "ghp-secret"}
+FOREIGN = re.compile(r"^(DAGSHUB_|MLFLOW_TRACKING_|AWS_|GITHUB_TOKEN)")
+
+
+def compose_config(path: Path, directory: Path, **values: str) -> subprocess.CompletedProcess:
+    """`docker-compose config` of `path` with `.env.example` as `.env`, `values` appended (they win), and no
+    compose variable from this process's environment."""
+    directory.mkdir(exist_ok=True)
+    (directory / ".env").write_text(ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in values.items()))
+    used = set(re.findall(r"\$\{(\w+)", path.read_text()))
+    env = {k: v for k, v in os.environ.items() if k not in used}
+    return subprocess.run(["docker-compose", "--project-directory", directory, "-f", path, "config"],
+                          capture_output=True, text=True, env=env)
+
+
+def config_services(path: Path, directory: Path, **values: str) -> dict:
+    result = compose_config(path, directory, **{"GRAFANA_ADMIN_PASSWORD": "a-password", **values})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+def published(service: dict) -> list[tuple[str, str]]:
+    """(host address, host port) of each published port, short (v1) or long (v2) syntax alike."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), str(port.get("published", ""))))
+        else:
+            *host, _container = str(port).split(":")
+            out.append((host[0] if len(host) == 2 else "", host[-1] if host else ""))
+    return out
+
+
+@needs_compose
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
 def test_compose_file_is_valid_and_serving_needs_no_host_setting(path, tmp_path):
-    shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
-    result = subprocess.run(["docker-compose", "--project-directory", tmp_path, "-f", path, "config"],
-                            capture_output=True, text=True)
+    result = compose_config(path, tmp_path, GRAFANA_ADMIN_PASSWORD="a-password")
     assert result.returncode == 0, result.stderr
     schema = subprocess.run([Path(sys.executable).parent / "check-jsonschema", "--builtin-schema",
                              "vendor.compose-spec", path], capture_output=True, text=True)
@@ -94,3 +132,70 @@ def test_pipeline_models_are_readable_by_other_users(tiny_models):
         for name in files:
             mode = os.stat(Path(root, name)).st_mode
             assert mode & stat.S_IROTH, f"{Path(root, name)}: {stat.filemode(mode)}"
+
+
+@needs_compose
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_every_published_port_is_on_127_0_0_1_unless_bind_address_opens_it(path, tmp_path):
+    services = config_services(path, tmp_path / "default")
+    ports = {name: published(service) for name, service in services.items() if service.get("ports")}
+    assert ports, f"{path.name} publishes nothing"
+    assert all(host == "127.0.0.1" for bound in ports.values() for host, _ in bound), ports
+    opened = config_services(path, tmp_path / "opened", BIND_ADDRESS="0.0.0.0")
+    assert {name: [host for host, _ in published(opened[name])] for name in ports} == \
+        {name: ["0.0.0.0"] * len(bound) for name, bound in ports.items()}
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_no_service_runs_prometheus_lifecycle_api_or_anonymous_grafana(path):
+    services = yaml.safe_load(path.read_text())["services"]
+    for name, service in services.items():
+        command = service.get("command", [])
+        assert not any("web.enable-lifecycle" in str(part) for part in command), f"{name}: POST /-/quit for anyone"
+        environment = service.get("environment", {})
+        assert str(environment.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false", name
+
+
+@needs_compose
+def test_monitoring_compose_refuses_to_start_without_a_grafana_admin_password(tmp_path):
+    path = PROJECT / "docker-compose.monitoring.yml"
+    for directory, values in ((tmp_path / "unset", {}), (tmp_path / "empty", {"GRAFANA_ADMIN_PASSWORD": ""})):
+        result = compose_config(path, directory, **values)
+        assert result.returncode != 0 and "set GRAFANA_ADMIN_PASSWORD in .env" in result.stderr, result.stderr
+    services = config_services(path, tmp_path / "set", GRAFANA_ADMIN_PASSWORD="a-password")
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "a-password"
+
+
+@needs_compose
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_serving_gets_its_own_settings_and_no_other_components_secret(path, tmp_path):
+    """`make dagshub` writes the DagsHub token into .env: it must not reach a serving container (nor any other
+    service that does not use it), while every serving setting in .env still does."""
+    services = config_services(path, tmp_path, **OTHER_SECRETS, RATE_LIMIT_PREDICT="7/minute", TOP_K="3")
+    serving = {name: s for name, s in services.items() if name.startswith("serving")}
+    assert serving
+    expected = {name.upper() for name in Settings.model_fields} - {"HOST", "PORT"} | {"INFERENCE_THREADS"}
+    for name, service in services.items():
+        environment = service.get("environment", {})
+        assert "dhtok-secret" not in str(environment) and "ghp-secret" not in str(environment), name
+        assert "env_file" not in service, f"{name}: env_file hands it all of .env"
+    for name, service in serving.items():
+        environment = service["environment"]
+        assert not [k for k in environment if FOREIGN.match(k)], f"{name} gets {sorted(environment)}"
+        assert set(environment) - {"FORWARDED_ALLOW_IPS"} == expected, f"{name}: {sorted(environment)}"
+        assert environment["RATE_LIMIT_PREDICT"] == "7/minute" and environment["TOP_K"] == "3", name
+        assert environment["MODELS_DIR"] == "/app/models", name
+
+
+def test_replicas_trust_forwarded_headers_from_the_proxy_only():
+    compose = yaml.safe_load((PROJECT / "docker-compose.replicas.yml").read_text())
+    services = compose["services"]
+    proxy = services["proxy"]["networks"]["replicas"]["ipv4_address"]
+    [subnet] = [c["subnet"] for c in compose["networks"]["replicas"]["ipam"]["config"]]
+    assert ipaddress.ip_address(proxy) in ipaddress.ip_network(subnet)
+    for name in ("serving-1", "serving-2"):
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == proxy, name
+    directives = [line.split("#", 1)[0].split() for line in NGINX.read_text().splitlines()]
+    forwarded = [d for d in directives if d[:2] == ["proxy_set_header", "X-Forwarded-For"]]
+    assert forwarded == [["proxy_set_header", "X-Forwarded-For", "$remote_addr;"]], \
+        "nginx replaces the client's X-Forwarded-For, it does not append to it"

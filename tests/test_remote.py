@@ -5,14 +5,18 @@ from __future__ import annotations
 import configparser
 import hashlib
 import logging
+import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import add_make, copy_repo, free_port, sh, workflow_step
+from conftest import add_make, copy_repo, env, free_port, sh, workflow_step
 from product_classifier import tracking
 
 TOKEN = "dhtok-0123456789abcdef"
@@ -69,6 +73,69 @@ def test_make_dagshub_without_token_writes_no_credentials(bare_repo):
     assert dvc_config(bare_repo / ".dvc/config")['remote "origin"']["endpointurl"] == "https://dagshub.com/acme/other.s3"
     assert not (bare_repo / ".dvc/config.local").exists()
     assert "MLFLOW_TRACKING_PASSWORD" not in (bare_repo / ".env").read_text()
+
+
+def recording(names: tuple[str, ...], bin_dir: Path, log: Path) -> str:
+    """A PATH whose `names` are wrappers that append their argv (what `ps` shows) to `log`, then run the real one."""
+    bin_dir.mkdir()
+    for name in names:
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{log}"\nexec "{shutil.which(name)}" "$@"\n')
+        wrapper.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def test_make_dagshub_puts_the_token_on_no_command_line(bare_repo, tmp_path):
+    log = tmp_path / "argv.log"
+    path = recording(("dvc", "git", "python", "python3"), tmp_path / "bin", log)
+    sh("make dagshub", bare_repo, extra_env={"PATH": path, "DAGSHUB_USERNAME": "alice", "DAGSHUB_TOKEN": TOKEN,
+                                             "DAGSHUB_REPO_OWNER": "acme", "DAGSHUB_REPO_NAME": ""})
+    commands = log.read_text().splitlines()
+    assert any(c.startswith("dvc remote add") for c in commands) and any("dagshub_setup.py" in c for c in commands)
+    assert not [c for c in commands if TOKEN in c]
+    assert dvc_config(bare_repo / ".dvc/config.local")['remote "origin"']["secret_access_key"] == TOKEN
+
+
+# Runs scripts/dagshub_setup.py under umask 022 and looks at .env and .dvc/config.local each time the script opens
+# or chmods one (Python's audit hooks): a file that holds the token while others may read it is a leak, however
+# briefly (written, then chmod-ed).
+WATCH_MODES = """
+import os, runpy, sys
+os.umask(0o022)
+token, watched, seen, busy = os.environ["DAGSHUB_TOKEN"].encode(), {os.path.abspath(p) for p in sys.argv[1:]}, [], []
+def hook(event, args):
+    if busy or event not in ("open", "os.chmod") or not isinstance(args[0], (str, bytes, os.PathLike)):
+        return
+    path = os.path.abspath(os.fsdecode(args[0]))
+    if path in watched and os.path.exists(path):
+        busy.append(1)
+        with open(path, "rb") as f:
+            exposed = token in f.read() and os.stat(path).st_mode & 0o077
+        busy.clear()
+        if exposed:
+            seen.append(f"{event} {path}: {oct(os.stat(path).st_mode & 0o777)} with the token in it")
+sys.addaudithook(hook)
+try:
+    runpy.run_path("scripts/dagshub_setup.py", run_name="__main__")
+finally:
+    print("EXPOSED:", seen, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("env_exists", [True, False], ids=["env-file-there", "no-env-file"])
+def test_make_dagshub_files_are_private_before_the_token_is_in_them(bare_repo, env_exists):
+    if env_exists:
+        (bare_repo / ".env").chmod(0o644)
+    else:
+        (bare_repo / ".env").unlink()
+    result = subprocess.run([sys.executable, "-c", WATCH_MODES, ".env", ".dvc/config.local"], cwd=bare_repo,
+                            capture_output=True, text=True, env={**env(), "DAGSHUB_USERNAME": "alice",
+                                                                  "DAGSHUB_TOKEN": TOKEN, "DAGSHUB_REPO_OWNER": "acme"})
+    assert result.returncode == 0, result.stderr
+    assert "EXPOSED: []" in result.stderr, result.stderr
+    for name in (".env", ".dvc/config.local"):
+        assert TOKEN in (bare_repo / name).read_text()
+        assert stat.S_IMODE((bare_repo / name).stat().st_mode) == 0o600, name
 
 
 def test_make_dagshub_needs_a_user_or_owner(bare_repo):

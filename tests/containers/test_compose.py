@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import secrets
+import subprocess
 import time
 
 import httpx
 import pytest
+
+from conftest import PROJECT
 
 from .conftest import Compose, port_or_free, project_dir, secret_values, wait_for
 
@@ -18,12 +22,14 @@ SERVICES = ("serving", "prometheus", "node-exporter", "alertmanager")
 
 @pytest.fixture(scope="module")
 def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
-    values = secret_values()
+    values = secret_values(GRAFANA_ADMIN_PASSWORD=secrets.token_urlsafe(16))  # compose refuses to start without it
     # The documented ports, unless something else on this machine holds them.
     ports = {"SERVING_PORT": port_or_free(8000), "PROMETHEUS_PORT": port_or_free(9090),
              "ALERTMANAGER_PORT": port_or_free(9093)}
     values.update({name: str(port) for name, port in ports.items() if port not in (8000, 9090, 9093)})
     directory = project_dir(tmp_path_factory.mktemp("compose") / "checkout", tiny_repo, values, (COMPOSE_FILE,))
+    # The secret Alertmanager's webhook sends the relay, as `make relay-secret` writes it.
+    subprocess.run(["make", "-s", "-f", PROJECT / "Makefile", "relay-secret"], cwd=directory, check=True)
     compose = Compose("pctest-monitoring", directory, [COMPOSE_FILE], compose_env, engine)
     with compose.up(*SERVICES):
         serving = f"http://127.0.0.1:{ports['SERVING_PORT']}"

@@ -1,8 +1,11 @@
 """Two serving replicas behind nginx with Redis (docker-compose.replicas.yml), started on the suite's engine and
-checked from the host: one rate limit across replicas, clean 413s, and a replica killed mid-load costs nothing."""
+checked from the host: one rate limit across replicas, clean 413s, a replica killed mid-load costs nothing, a
+client's own X-Forwarded-For changes nothing, and /metrics and the API docs stay inside."""
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 import secrets
 import time
@@ -11,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from serving.security import User, hash_password
 
@@ -19,6 +23,7 @@ from .conftest import Compose, port_or_free, project_dir, secret_values, wait_fo
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 COMPOSE_FILE = "docker-compose.replicas.yml"
 LIMIT = 24  # predictions per user per hour, for the whole deployment
+TOKEN_LIMIT = 6  # /token attempts per client address per hour
 SECOND_USER, SECOND_PASSWORD = "second-user", secrets.token_urlsafe(16)
 MB = 1_000_000
 
@@ -37,7 +42,8 @@ def users_override(directory: Path) -> str:
 
 @pytest.fixture(scope="module")
 def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
-    values = secret_values(RATE_LIMIT_PREDICT=f"{LIMIT}/hour", USERS_FILE="/app/users.json")
+    values = secret_values(RATE_LIMIT_PREDICT=f"{LIMIT}/hour", RATE_LIMIT_TOKEN=f"{TOKEN_LIMIT}/hour",
+                           USERS_FILE="/app/users.json")
     port = port_or_free(8000)
     if port != 8000:
         values["SERVING_PORT"] = str(port)
@@ -55,6 +61,7 @@ def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
         yield compose, base, values
 
 
+@functools.cache  # one /token call per user: the tests share the per-address /token limit (TOKEN_LIMIT)
 def bearer(base: str, user: str, password: str) -> dict:
     response = httpx.post(f"{base}/token", data={"username": user, "password": password}, timeout=30)
     assert response.status_code == 200, response.text
@@ -121,3 +128,71 @@ def test_killing_a_replica_mid_load_loses_no_request(stack):
     # Round robin sends one of the next requests to the dead replica: nginx retried it on the other one.
     retried = [r.headers["x-upstream"] for r in responses if ", " in r.headers["x-upstream"]]
     assert retried, [r.headers["x-upstream"] for r in responses]
+
+
+def clear_token_limits(compose: Compose) -> None:
+    """Forget the /token counters in Redis (the limit test spends the address's attempts, other tests need one)."""
+    redis = compose.container("redis")
+    # slowapi keys by URL: LIMITS:LIMITER/<client>//token/<amount>/<multiples>/<granularity>
+    keys = compose.engine("exec", redis, "redis-cli", "--scan", "--pattern", "LIMITS*/token/*").stdout.split()
+    if keys:
+        compose.engine("exec", redis, "redis-cli", "del", *keys)
+
+
+def access_log(compose: Compose, request_ids: set[str]) -> list[dict]:
+    """The replicas' JSON access-log records of these requests (from the containers' stdout)."""
+    out = compose("logs", "--no-color", "serving-1", "serving-2").stdout
+    records = []
+    for line in out.splitlines():
+        if "{" in line and any(rid in line for rid in request_ids):
+            record = json.loads(line[line.index("{"):])
+            records.append({**record, **record.get("fields", {})})
+    return records
+
+
+def test_a_client_rotating_x_forwarded_for_cannot_dodge_the_token_limit(stack):
+    """Password guessing with a new X-Forwarded-For (and user name) each time: the proxy's address for the
+    client wins, the per-address limit holds after TOKEN_LIMIT attempts, and the logs name the real client."""
+    compose, base, _ = stack
+    proxy = compose_file_proxy_address(compose)
+    clear_token_limits(compose)
+    try:
+        spoofed = [f"203.0.113.{i}" for i in range(TOKEN_LIMIT + 4)]
+        ids = {f"xff-probe-{i}" for i in range(len(spoofed))}
+        statuses = [httpx.post(f"{base}/token", data={"username": f"guess-{i}", "password": "wrong-password"},
+                               headers={"X-Forwarded-For": address, "X-Request-ID": f"xff-probe-{i}"},
+                               timeout=30).status_code for i, address in enumerate(spoofed)]
+        assert [s == 429 for s in statuses] == [False] * TOKEN_LIMIT + [True] * 4, statuses
+        records = access_log(compose, ids)
+        assert {r["request_id"] for r in records} == ids, records
+        clients = {r["client"] for r in records}
+        assert len(clients) == 1 and not clients & set(spoofed), clients
+        [client] = clients
+        assert client != proxy, "every client would share the proxy's address (and its limit)"
+        ipaddress.ip_address(client)
+    finally:
+        clear_token_limits(compose)
+
+
+def compose_file_proxy_address(compose: Compose) -> str:
+    config = yaml.safe_load((compose.directory / COMPOSE_FILE).read_text())
+    return config["services"]["proxy"]["networks"]["replicas"]["ipv4_address"]
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "//metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+                                  "/openapi.json", "/docs/../metrics"])
+def test_metrics_and_api_docs_are_not_served_through_the_proxy(stack, path):
+    compose, base, _ = stack
+    response = httpx.get(f"{base}{path}", timeout=30)
+    assert response.status_code == 404 and response.json()["detail"] == "not found", response.text
+    assert response.json()["request_id"]
+
+
+def test_metrics_are_served_on_the_compose_network(stack):
+    """Where Prometheus would scrape a replica: its address on the compose network (its host name, as the
+    healthcheck asks), not through nginx."""
+    compose, *_ = stack
+    fetch = ("import socket, urllib.request; "
+             "print(urllib.request.urlopen(f'http://{socket.gethostname()}:8000/metrics').status)")
+    result = compose.engine("exec", compose.container("serving-1"), "python", "-c", fetch)
+    assert result.stdout.strip() == "200", result.stdout + result.stderr

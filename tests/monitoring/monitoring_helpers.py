@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 import threading
 import time
 from datetime import datetime
@@ -74,17 +75,25 @@ def grouping_labels(expr: str) -> set[str]:
 
 
 
-def alertmanager_command(workdir: Path, port: int, webhook_url: str) -> list:
+def alertmanager_command(workdir: Path, port: int, webhook_url: str, secret_file: Path) -> list:
     """Debian's Alertmanager on 127.0.0.1:`port` with the project's config, its webhooks sent to `webhook_url`
-    (the compose file's relay address is the only change), no clustering."""
+    with the relay secret read from `secret_file` (the compose file's relay address and secret path are the only
+    changes), no clustering."""
     config = load_yaml(ALERTMANAGER_CONFIG)
     for receiver in config["receivers"]:
         for webhook in receiver.get("webhook_configs", []):
             webhook["url"] = webhook_url
+            webhook["http_config"]["authorization"]["credentials_file"] = str(secret_file)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     return ["prometheus-alertmanager", f"--config.file={workdir / 'alertmanager.yml'}",
             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+
+
+def relay_secret_file(path: Path) -> Path:
+    """A fresh relay secret at `path`, as `make relay-secret` writes it."""
+    path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 class Prometheus:

@@ -18,7 +18,15 @@ import time
 import httpx
 import pandas as pd
 import pytest
-from monitoring_helpers import ALERTS, LOCAL_SCRIPT, GitHubStandIn, Prometheus, alertmanager_command, load_yaml
+from monitoring_helpers import (
+    ALERTS,
+    LOCAL_SCRIPT,
+    GitHubStandIn,
+    Prometheus,
+    alertmanager_command,
+    load_yaml,
+    relay_secret_file,
+)
 from test_monitoring_live import PASSWORD, USER, serving_env
 
 from conftest import free_port, listening_port, process, wait_until_up
@@ -53,11 +61,12 @@ def loop(tiny_repo, tmp_path_factory):
             ports[name] = listening_port(proc, log, timeout)
             return proc, log
 
+        secret = relay_secret_file(tmp / "relay_secret")  # Alertmanager sends it, the relay requires it
         relay = start("relay", [sys.executable, "-m", "serving.relay", "--port", 0, "--repository",
                                 REPOSITORY, "--api-url", github.url],
-                      {**serving_env(tiny_repo / "models", tmp), "GITHUB_TOKEN": token})
+                      {**serving_env(tiny_repo / "models", tmp), "GITHUB_TOKEN": token, "RELAY_SECRET_FILE": str(secret)})
         am = start("alertmanager", alertmanager_command(tmp / "alertmanager", 0,
-                                                        f"http://127.0.0.1:{ports['relay']}/alert"))
+                                                        f"http://127.0.0.1:{ports['relay']}/alert", secret))
         node = start("node", ["prometheus-node-exporter", "--web.listen-address=127.0.0.1:0",
                               "--collector.disable-defaults", "--collector.meminfo"])
         serving = start("serving", [sys.executable, "-m", "uvicorn", "serving.app:app", "--host", "127.0.0.1",

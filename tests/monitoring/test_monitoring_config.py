@@ -54,8 +54,18 @@ def test_alertmanager_config_is_valid_and_routes_drift_to_the_retrain_relay(tmp_
                "alertname=ServiceDown", "severity=critical").stdout.strip() == "default"
     config = load_yaml(ALERTMANAGER_CONFIG)
     [retrain] = [r for r in config["receivers"] if r["name"] == "retrain"]
-    host = retrain["webhook_configs"][0]["url"].split("/")[2].split(":")[0]
-    assert host in load_yaml(COMPOSE_FILE)["services"], "the webhook is the compose relay service"
+    [hook] = retrain["webhook_configs"]
+    host = hook["url"].split("/")[2].split(":")[0]
+    services = load_yaml(COMPOSE_FILE)["services"]
+    assert host in services, "the webhook is the compose relay service"
+    # The relay's shared secret, from the compose secret both services mount (not a value in this file).
+    authorization = hook["http_config"]["authorization"]
+    assert authorization.get("type", "Bearer") == "Bearer" and "credentials" not in authorization
+    secret = Path(authorization["credentials_file"])
+    assert secret.parent == Path("/run/secrets")
+    for name in ("alertmanager", host):
+        assert secret.name in services[name]["secrets"], name
+    assert services[host]["environment"]["RELAY_SECRET_FILE"] == str(secret)
     bad = tmp_path / "bad.yml"
     bad.write_text(ALERTMANAGER_CONFIG.read_text().replace("receiver: retrain", "receiver: nowhere"))
     assert subprocess.run(["amtool", "check-config", bad], capture_output=True).returncode != 0
@@ -129,7 +139,7 @@ def test_local_variant_refuses_a_job_without_local_address():
 def compose_project(tmp_path: Path) -> Path:
     """A project directory for `docker-compose config`: the compose file's relative paths, plus an .env."""
     example = PROJECT / ".env.example"
-    (tmp_path / ".env").write_text(example.read_text() if example.exists() else "")
+    (tmp_path / ".env").write_text((example.read_text() if example.exists() else "") + "GRAFANA_ADMIN_PASSWORD=pw\n")
     return tmp_path
 
 
@@ -158,7 +168,7 @@ def test_compose_services_are_pinned_healthchecked_and_share_a_network():
     compose = load_yaml(COMPOSE_FILE)
     services = compose["services"]
     assert services["serving"]["build"]["dockerfile"] == "Dockerfile.serve"
-    assert services["serving"]["env_file"] == ".env"
+    assert "env_file" not in services["serving"], "serving gets its own settings, not all of .env"
     for name, service in services.items():
         if "image" in service and "build" not in service and service["image"] != services["serving"]["image"]:
             image, _, tag = service["image"].rpartition(":")

@@ -28,6 +28,7 @@ from monitoring_helpers import (
     grouping_labels,
     legend_labels,
     load_yaml,
+    relay_secret_file,
 )
 
 from conftest import free_port, listening_port, process, wait_until_up
@@ -92,7 +93,8 @@ def prometheus(tiny_repo, tmp_path_factory) -> Prometheus:
         enter = stack.enter_context
         node_log, serving_log, prom_log = tmp / "node-exporter.log", tmp / "serving.log", tmp / "prometheus.log"
         am_log = tmp / "alertmanager.log"
-        am_proc = enter(process(alertmanager_command(tmp / "alertmanager", 0, "http://127.0.0.1:9/nowhere"), am_log))
+        am_proc = enter(process(alertmanager_command(tmp / "alertmanager", 0, "http://127.0.0.1:9/nowhere",
+                                                     relay_secret_file(tmp / "relay_secret")), am_log))
         node_proc = enter(process(["prometheus-node-exporter", "--web.listen-address=127.0.0.1:0",
                                    "--collector.disable-defaults", "--collector.cpu", "--collector.meminfo"],
                                   node_log))
