@@ -3,15 +3,15 @@
 Per-app objects (settings, users, the model service) live on `app.state`, set by `create_app` and
 its lifespan, so the routers themselves hold no state."""
 
+import re
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from slowapi.util import get_remote_address
 from starlette.requests import HTTPConnection
+from starlette.routing import compile_path
 
 from .config import Settings
 from .errors import BEARER
@@ -48,12 +48,14 @@ def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]
     return user
 
 
-def needs_token(app: FastAPI) -> list[APIRoute]:
-    """The routes that depend on `current_user` (`Authorized`), directly or through another dependency."""
-    def uses(dependant: Dependant) -> bool:
-        return any(d.call is current_user or uses(d) for d in dependant.dependencies)
-
-    return [route for route in app.routes if isinstance(route, APIRoute) and uses(route.dependant)]
+def needs_token(app: FastAPI) -> list[tuple[re.Pattern, set[str]]]:
+    """(path pattern, methods) of the operations that the OpenAPI schema says need the bearer token: those
+    that depend on `current_user` (`Authorized`), directly or through another dependency."""
+    guarded = []
+    for path, operations in app.openapi()["paths"].items():
+        if methods := {method.upper() for method, operation in operations.items() if operation.get("security")}:
+            guarded.append((compile_path(path)[0], methods))
+    return guarded
 
 
 def service_of(request: Request) -> ModelService:

@@ -18,7 +18,7 @@ from pathlib import Path
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
-from starlette.routing import Match
+from starlette.routing import get_route_path
 
 ACCESS_LOG = "serving.access"
 REQUEST_ID_HEADER = "x-request-id"
@@ -102,8 +102,8 @@ class AuthMiddleware:
     """Refuses a request to a route that needs a token, without a valid one, before any of its body is
     received (a tokenless client cannot make the server read or parse megabytes).
 
-    `routes(app)` lists the routes that need a token; `authenticate(connection)` raises the HTTPException
-    (401) the route's own dependency would, from the headers alone."""
+    `routes(app)` lists the (path pattern, methods) that need a token; `authenticate(connection)` raises the
+    HTTPException (401) the route's own dependency would, from the headers alone."""
 
     def __init__(self, app, routes, authenticate):
         self.app = app
@@ -114,7 +114,8 @@ class AuthMiddleware:
         if scope["type"] == "http":
             if self.guarded is None:  # the app's routes are all known by its first request
                 self.guarded = self.routes(scope["app"])
-            if any(route.matches(scope)[0] == Match.FULL for route in self.guarded):
+            path = get_route_path(scope)
+            if any(scope["method"] in methods and pattern.match(path) for pattern, methods in self.guarded):
                 try:
                     self.authenticate(HTTPConnection(scope))
                 except HTTPException as exc:
