@@ -264,3 +264,19 @@ def test_env_example_documents_every_setting_and_parses_to_the_defaults(tmp_path
     for name in ("algorithm", "access_token_expire_minutes", "rate_limit_predict", "max_upload_bytes",
                  "batch_max_wait_ms", "serving_logger_path"):
         assert getattr(settings, name) == getattr(defaults, name), name
+
+
+def test_batch_body_limit_fits_max_batch_items_real_products_and_no_more(client, auth, serving_settings, train_images):
+    """MAX_BATCH_ITEMS products, each with the sample's largest photo and text at the field limits, fit in
+    MAX_BATCH_BYTES; a body over it is refused before it is parsed."""
+    largest = max(train_images, key=lambda image: image.stat().st_size)
+    item = {"designation": "Lampe " + "x" * (serving_settings.max_designation_chars - 6),
+            "description": "d" * serving_settings.max_description_chars,
+            "image_base64": base64.b64encode(largest.read_bytes()).decode()}
+    full = json.dumps({"items": [item] * serving_settings.max_batch_items}).encode()
+    assert len(full) <= serving_settings.max_batch_bytes
+    response = client.post("/predict/batch", content=full, headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 200 and response.json()["succeeded"] == serving_settings.max_batch_items
+    over = b" " * (serving_settings.max_batch_bytes + 1)
+    response = client.post("/predict/batch", content=over, headers={**auth, "Content-Type": "application/json"})
+    assert response.status_code == 413 and "MAX_BATCH_BYTES" in response.json()["detail"]
