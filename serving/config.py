@@ -8,7 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_CHARS = 32
@@ -116,6 +117,12 @@ class Settings(BaseSettings):
     # Logs
     serving_logger_path: Path = Path("logs/serving.log")
     log_level: str = "INFO"
+
+    @field_validator("rate_limit_predict", "rate_limit_token", "rate_limit_token_account")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_many(value)  # ValueError: not `limits` syntax such as 10/minute
+        return value
 
     @model_validator(mode="after")
     def _strong_secret_outside_development(self) -> Settings:

@@ -55,7 +55,7 @@ class RateLimiter(Limiter):
                 log.warning("rate limit storage %s unreachable: counting in this replica's memory until it answers",
                             self.where)
             elif before and not self.on_memory:
-                log.warning("rate limit storage %s answers again: limits are shared again", self.where)
+                log.info("rate limit storage %s answers again: limits are shared again", self.where)
 
     def _check_request_limit(self, request, endpoint_func, in_middleware=True) -> None:
         with self._watched():

@@ -100,6 +100,13 @@ def test_bad_variable_is_one_line_naming_it():
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["rate_limit_token", "rate_limit_token_account", "rate_limit_predict"])
+def test_bad_rate_limit_is_one_line_naming_it(name):
+    with pytest.raises(ConfigError, match=f"^{name.upper()}: ") as info:
+        load_settings(environment="development", **{name: "lots"})
+    assert "\n" not in str(info.value)
+
+
 def test_python_m_serving_refuses_weak_secret_in_one_line(tmp_path, tiny_models):
     from conftest import env
 
