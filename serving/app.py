@@ -13,8 +13,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_fastapi_instrumentator import Instrumentator
-from slowapi import Limiter
-from slowapi.util import get_remote_address
 
 from product_classifier.errors import DataError
 from product_classifier.predictor import Predictor
@@ -22,10 +20,12 @@ from product_classifier.predictor import Predictor
 from .batching import MicroBatcher
 from .challenger import Challenger
 from .config import Settings, load_settings
+from .dependencies import bearer_user, needs_token
 from .errors import add_error_handlers
 from .limits import ConcurrencyLimitMiddleware
-from .metrics import ModelMetrics
-from .middleware import BodySizeLimitMiddleware, RequestContextMiddleware, setup_logging
+from .metrics import ModelMetrics, storage_fallback
+from .middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware, setup_logging
+from .ratelimit import RateLimiter
 from .routers import auth, health, model, predict
 from .security import User, load_users
 from .service import ModelService
@@ -91,13 +91,15 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     )
     app.state.service, app.state.settings, app.state.users = None, settings, users
     app.state.challenger = None
-    limiter = Limiter(key_func=get_remote_address, storage_uri=settings.rate_limit_storage_uri)
+    limiter = RateLimiter(settings)
     app.state.limiter = limiter
+    storage_fallback(registry, lambda: limiter.on_memory)
 
     # Prometheus text format, outside the OpenAPI schema (which documents the JSON API).
     Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.upload_limit)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)  # 503 beyond, health uncounted
+    app.add_middleware(AuthMiddleware, routes=needs_token, authenticate=bearer_user)  # 401 before any body or slot
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs every answer, 413s included
 
     add_error_handlers(app, limiter)

@@ -8,11 +8,18 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_CHARS = 32
 WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "password", "secret_key", "your-secret-key", "dev"})
+# Passwords (TEST_USER_PASSWORD outside development, `make users`): at least this long, and zxcvbn's score at
+# least MIN_PASSWORD_SCORE (3: about 10^8 guesses or more; common passwords, words, keyboard walks and
+# repeats score 0-2). bcrypt reads the first 72 bytes only, so those are what is scored.
+MIN_PASSWORD_CHARS = 12
+MIN_PASSWORD_SCORE = 3
+BCRYPT_MAX_BYTES = 72
 
 
 class ConfigError(ValueError):
@@ -25,6 +32,20 @@ def weak_secret(value: str) -> str | None:
         return f"shorter than {MIN_SECRET_CHARS} characters"
     if value.lower() in WEAK_SECRETS or len(set(value)) < 8:
         return "too easy to guess"
+    return None
+
+
+def weak_password(password: str, username: str | None = None) -> str | None:
+    """Why `password` is too weak for an account (a common password, a word, the user's name), or None."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"shorter than {MIN_PASSWORD_CHARS} characters"
+    from zxcvbn import zxcvbn  # its word lists take a moment to load: only where a password is checked
+
+    scored = password.encode()[:BCRYPT_MAX_BYTES].decode(errors="ignore")
+    result = zxcvbn(scored, user_inputs=[username] if username else [])
+    if result["score"] < MIN_PASSWORD_SCORE:
+        hint = result["feedback"]["warning"] or "a common pattern"
+        return f"too easy to guess ({hint.rstrip('.').lower()})"
     return None
 
 
@@ -57,10 +78,17 @@ class Settings(BaseSettings):
     # Rate limits (slowapi / `limits` syntax) and their storage
     rate_limit_predict: str = "10/minute"
     rate_limit_token: str = "20/minute"
+    # Failed /token attempts per user name (known or not), across replicas with Redis
+    rate_limit_token_account: str = "5/minute"
     rate_limit_storage_uri: str = "memory://"
+    # Redis connect and read timeout; past it (or Redis down), limits count per replica in memory until it is back
+    rate_limit_storage_timeout_seconds: float = Field(0.5, gt=0, le=30)
     # Input limits
     max_upload_bytes: int = Field(5_000_000, gt=0)
     max_batch_items: int = Field(32, gt=0)
+    # Largest /predict/batch body: MAX_BATCH_ITEMS products of about 500 kB each as JSON (a 375 kB JPEG
+    # base64-encoded, 3x the largest sample image, plus text); .env.example says where the figure comes from
+    max_batch_bytes: int = Field(16_000_000, gt=0)
     max_designation_chars: int = Field(1_000, gt=0)
     max_description_chars: int = Field(20_000, gt=0)
     # Work in progress at once (serving/limits.py): requests beyond it get 503; images decoded at once, each
@@ -94,6 +122,12 @@ class Settings(BaseSettings):
     serving_logger_path: Path = Path("logs/serving.log")
     log_level: str = "INFO"
 
+    @field_validator("rate_limit_predict", "rate_limit_token", "rate_limit_token_account")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_many(value)  # ValueError: not `limits` syntax such as 10/minute
+        return value
+
     @model_validator(mode="after")
     def _strong_secret_outside_development(self) -> Settings:
         if self.environment != "development":
@@ -102,6 +136,10 @@ class Settings(BaseSettings):
                                   'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"')
             if reason := weak_secret(self.secret_key.get_secret_value()):
                 raise ConfigError(f"SECRET_KEY is {reason}; use a random key of at least {MIN_SECRET_CHARS} characters")
+            if self.test_user_password is not None and (
+                    reason := weak_password(self.test_user_password.get_secret_value(), self.test_user)):
+                raise ConfigError(f"TEST_USER_PASSWORD is {reason}; use a random one, e.g. "
+                                  'python -c "import secrets; print(secrets.token_urlsafe(16))"')
         return self
 
     @cached_property
@@ -113,8 +151,7 @@ class Settings(BaseSettings):
         return secrets.token_urlsafe(48)
 
     def upload_limit(self, path: str) -> int:
-        """Largest request body accepted on `path`: one image plus form fields, or a batch of base64 images."""
-        per_item = self.max_upload_bytes + self.max_designation_chars * 4 + self.max_description_chars * 4 + 4096
+        """Largest request body accepted on `path`: one image plus form fields, or a batch (MAX_BATCH_BYTES)."""
         if path.rstrip("/").endswith("/predict/batch"):
-            return self.max_batch_items * (per_item + self.max_upload_bytes // 3 + 4)
-        return per_item
+            return self.max_batch_bytes
+        return self.max_upload_bytes + self.max_designation_chars * 4 + self.max_description_chars * 4 + 4096

@@ -3,11 +3,15 @@
 Per-app objects (settings, users, the model service) live on `app.state`, set by `create_app` and
 its lifespan, so the routers themselves hold no state."""
 
+import re
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from slowapi.util import get_remote_address
+from starlette.requests import HTTPConnection
+from starlette.routing import compile_path
 
 from .config import Settings
 from .errors import BEARER
@@ -21,18 +25,37 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> User:
-    if not token:
+def bearer_user(connection: HTTPConnection) -> User:
+    """The user whose `Authorization: Bearer` token this request carries, else a 401. Reads headers only:
+    `AuthMiddleware` calls it before the body is received, the `current_user` dependency after."""
+    scheme, token = get_authorization_scheme_param(connection.headers.get("authorization"))
+    if scheme.lower() != "bearer" or not token:
         raise HTTPException(401, "not authenticated: send `Authorization: Bearer <token>` (POST /token)", BEARER)
     try:
-        name = decode_access_token(token, settings_of(request))
+        name = decode_access_token(token, connection.app.state.settings)
     except TokenError:
         raise HTTPException(401, "invalid or expired token", BEARER) from None
-    user = request.app.state.users.get(name)
+    user = connection.app.state.users.get(name)
     if user is None:
         raise HTTPException(401, "invalid or expired token: unknown user", BEARER)
+    return user
+
+
+def current_user(request: Request, token: Annotated[str | None, Depends(oauth2)]) -> User:
+    """`oauth2` documents the scheme in OpenAPI; `bearer_user` decides."""
+    user = bearer_user(request)
     request.state.user = user.username
     return user
+
+
+def needs_token(app: FastAPI) -> list[tuple[re.Pattern, set[str]]]:
+    """(path pattern, methods) of the operations that the OpenAPI schema says need the bearer token: those
+    that depend on `current_user` (`Authorized`), directly or through another dependency."""
+    guarded = []
+    for path, operations in app.openapi()["paths"].items():
+        if methods := {method.upper() for method, operation in operations.items() if operation.get("security")}:
+            guarded.append((compile_path(path)[0], methods))
+    return guarded
 
 
 def service_of(request: Request) -> ModelService:

@@ -8,13 +8,13 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schemas
 from .batching import Overloaded
 from .middleware import request_id_of
+from .ratelimit import RateLimiter, window_reset
 
 log = logging.getLogger("serving")
 BEARER = {"WWW-Authenticate": "Bearer"}
@@ -45,7 +45,7 @@ def json_error(request: Request, status: int, detail: str, headers: dict | None 
     return JSONResponse({"detail": detail, "request_id": request_id_of(request.scope), **extra}, status, headers)
 
 
-def add_error_handlers(app: FastAPI, limiter: Limiter) -> None:
+def add_error_handlers(app: FastAPI, limiter: RateLimiter) -> None:
     @app.exception_handler(StarletteHTTPException)  # FastAPI's and Starlette's own (404, 405, 413 mid-body)
     async def http_error(request: Request, exc: StarletteHTTPException):
         return json_error(request, exc.status_code, str(exc.detail), exc.headers)
@@ -69,8 +69,7 @@ def add_error_handlers(app: FastAPI, limiter: Limiter) -> None:
     async def rate_limited(request: Request, exc: RateLimitExceeded):
         retry = 60
         if (current := getattr(request.state, "view_rate_limit", None)) is not None:
-            reset, _ = limiter.limiter.get_window_stats(current[0], *current[1])
-            retry = max(1, math.ceil(reset - time.time()))
+            retry = max(1, math.ceil(window_reset(limiter, *current) - time.time()))
         return json_error(request, 429, f"rate limit exceeded: {exc.detail}; retry later", {"Retry-After": str(retry)})
 
     @app.exception_handler(Overloaded)

@@ -5,6 +5,8 @@ Names and labels are an interface (monitoring/ alert rules and dashboards query 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from product_classifier.labels import CLASSES
@@ -75,6 +77,15 @@ class ModelMetrics:
         """A challenger in shadow mode: its agreement counters at 0 (none without one)."""
         for result in AGREEMENT:
             self.agreement.labels(result=result)
+
+
+def storage_fallback(registry: CollectorRegistry, on_memory: Callable[[], bool]) -> Gauge:
+    """`rate_limit_storage_fallback`: 1 while the rate limits' storage (Redis) does not answer and this replica
+    counts in its own memory, read at each scrape."""
+    gauge = Gauge("rate_limit_storage_fallback", "1 while rate limits count in this replica's memory because their "
+                  "storage (RATE_LIMIT_STORAGE_URI, Redis) does not answer; 0 on that storage", registry=registry)
+    gauge.set_function(lambda: float(on_memory()))
+    return gauge
 
 
 def presence(value: object) -> str:

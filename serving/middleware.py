@@ -1,4 +1,4 @@
-"""Pure ASGI middlewares: request id + access log, and the request body size limit.
+"""Pure ASGI middlewares: request id + access log, the token check before any body, and the body size limit.
 
 Access log lines are JSON: request id, method, path (never the query string), status, duration, client.
 Headers and bodies are never logged, so neither tokens nor passwords can reach the logs.
@@ -16,6 +16,9 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.routing import get_route_path
 
 ACCESS_LOG = "serving.access"
 REQUEST_ID_HEADER = "x-request-id"
@@ -90,11 +93,41 @@ class RequestContextMiddleware:
             self.log.info("%s %s %s", scope["method"], scope["path"], status, extra={"fields": fields})
 
 
+async def answer(scope, receive, send, status: int, detail: str, headers: dict | None = None) -> None:
+    """The API's error JSON, `{"detail", "request_id"}`, sent from a middleware (no request body read)."""
+    await JSONResponse({"detail": detail, "request_id": request_id_of(scope)}, status, headers)(scope, receive, send)
+
+
+class AuthMiddleware:
+    """Refuses a request to a route that needs a token, without a valid one, before any of its body is
+    received (a tokenless client cannot make the server read or parse megabytes).
+
+    `routes(app)` lists the (path pattern, methods) that need a token; `authenticate(connection)` raises the
+    HTTPException (401) the route's own dependency would, from the headers alone."""
+
+    def __init__(self, app, routes, authenticate):
+        self.app = app
+        self.routes, self.authenticate = routes, authenticate
+        self.guarded = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            if self.guarded is None:  # the app's routes are all known by its first request
+                self.guarded = self.routes(scope["app"])
+            path = get_route_path(scope)
+            if any(scope["method"] in methods and pattern.match(path) for pattern, methods in self.guarded):
+                try:
+                    self.authenticate(HTTPConnection(scope))
+                except HTTPException as exc:
+                    return await answer(scope, receive, send, exc.status_code, str(exc.detail), exc.headers)
+        await self.app(scope, receive, send)
+
+
 class BodyTooLarge(HTTPException):
     """Raised from `receive` mid-body; an HTTPException so that FastAPI's body parsing passes it through."""
 
     def __init__(self, limit: int):
-        super().__init__(413, f"request body larger than {limit} bytes (see MAX_UPLOAD_BYTES)")
+        super().__init__(413, f"request body larger than {limit} bytes (see MAX_UPLOAD_BYTES, MAX_BATCH_BYTES)")
 
 
 class BodySizeLimitMiddleware:
@@ -110,7 +143,7 @@ class BodySizeLimitMiddleware:
         limit = self.limit(scope["path"])
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return await _too_large(scope, send, limit)
+            return await answer(scope, receive, send, 413, BodyTooLarge(limit).detail)
         received = 0
         started = False
 
@@ -130,13 +163,6 @@ class BodySizeLimitMiddleware:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             if not started:
-                await _too_large(scope, send, limit)
-
-
-async def _too_large(scope, send, limit: int) -> None:
-    body = json.dumps({"detail": BodyTooLarge(limit).detail, "request_id": request_id_of(scope)}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+                await answer(scope, receive, send, 413, exc.detail)

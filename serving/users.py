@@ -7,9 +7,8 @@ import getpass
 import sys
 from pathlib import Path
 
+from .config import weak_password
 from .security import User, hash_password, read_users_file, write_users_file
-
-MIN_PASSWORD_CHARS = 8
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {args.username} from {path}")
         return 0
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else _ask_password()
-    if len(password) < MIN_PASSWORD_CHARS:
-        print(f"error: password must have at least {MIN_PASSWORD_CHARS} characters", file=sys.stderr)
+    if reason := weak_password(password, args.username):
+        print(f"error: password is {reason}", file=sys.stderr)
         return 1
     users[args.username] = User(args.username, args.full_name or args.username, hash_password(password))
     write_users_file(path, users)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import secrets
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import env, listening_port, process, wait_until_up
 from product_classifier import paths
 from serving.app import create_app
 from serving.config import load_settings
@@ -24,6 +27,20 @@ def settings_for(models: Path, tmp: Path, **overrides):
             "test_user_password": PASSWORD, "serving_logger_path": tmp / "logs" / "serving.log",
             "rate_limit_predict": "10000/minute", "rate_limit_token": "10000/minute", "users_file": tmp / "users.json"}
     return load_settings(**{**base, **overrides})
+
+
+@contextlib.contextmanager
+def served(models: Path, tmp: Path, **variables: str):
+    """`python -m serving` (uvicorn) on 127.0.0.1, a port of its own, with the test user and `variables`;
+    yields its base URL. cwd: an empty folder, so that no .env of the checkout is read."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    variables = {**env(), "MODELS_DIR": str(models), "SECRET_KEY": secrets.token_urlsafe(48), "TEST_USER": USER,
+                 "TEST_USER_PASSWORD": PASSWORD, "SERVING_LOGGER_PATH": str(tmp / "serving.log"), **variables}
+    log = tmp / "stdout.log"
+    with process([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", 0], log, variables, tmp) as proc:
+        base = f"http://127.0.0.1:{listening_port(proc, log, 180)}"
+        wait_until_up(f"{base}/health/ready", proc, log, 180)
+        yield base
 
 
 def jpeg(size=(500, 500), mode="RGB", fmt="JPEG", blank=False, **save) -> bytes:

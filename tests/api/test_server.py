@@ -10,9 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import env, listening_port, process, wait_until_up
-
-from .conftest import PASSWORD, USER
+from .conftest import PASSWORD, USER, served
 
 pytestmark = pytest.mark.slow
 CONCURRENT = 16
@@ -20,15 +18,8 @@ CONCURRENT = 16
 
 @pytest.fixture(scope="module")
 def server(tiny_models, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("uvicorn")
-    variables = {**env(), "MODELS_DIR": str(tiny_models), "SECRET_KEY": "k" + "0123456789abcdefghij" * 3,
-                 "TEST_USER": USER, "TEST_USER_PASSWORD": PASSWORD, "RATE_LIMIT_PREDICT": "100000/minute",
-                 "SERVING_LOGGER_PATH": str(tmp / "serving.log"), "BATCH_MAX_WAIT_MS": "50"}
-    log = tmp / "stdout.log"
-    # cwd: an empty folder, so that no .env of the checkout is read
-    with process([sys.executable, "-m", "serving", "--host", "127.0.0.1", "--port", 0], log, variables, tmp) as proc:
-        base = f"http://127.0.0.1:{listening_port(proc, log, 180)}"
-        wait_until_up(f"{base}/health/ready", proc, log, 180)
+    with served(tiny_models, tmp_path_factory.mktemp("uvicorn"), RATE_LIMIT_PREDICT="100000/minute",
+                BATCH_MAX_WAIT_MS="50") as base:
         yield base
 
 

@@ -1,12 +1,14 @@
 """Two serving replicas behind nginx with Redis (docker-compose.replicas.yml), started on the suite's engine and
 checked from the host: one rate limit across replicas, clean 413s, a replica killed mid-load costs nothing, a
-client's own X-Forwarded-For changes nothing, and /metrics and the API docs stay inside."""
+client's own X-Forwarded-For changes nothing, /metrics and the API docs stay inside, and Redis stopped costs no
+login."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
 import json
+import re
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,6 +28,7 @@ LIMIT = 24  # predictions per user per hour, for the whole deployment
 TOKEN_LIMIT = 6  # /token attempts per client address per hour
 SECOND_USER, SECOND_PASSWORD = "second-user", secrets.token_urlsafe(16)
 MB = 1_000_000
+REPLICAS = ("serving-1", "serving-2")
 
 
 def users_override(directory: Path) -> str:
@@ -51,14 +54,18 @@ def stack(engine, serving_image, compose_env, tiny_repo, tmp_path_factory):
     compose = Compose("pctest-replicas", directory, [COMPOSE_FILE, users_override(directory)], compose_env, engine)
     with compose.up():
         base = f"http://127.0.0.1:{port}"
-        # Both replicas healthy (the compose healthcheck, run on demand), then the proxy answers.
-        for service in ("serving-1", "serving-2"):
-            deadline = time.monotonic() + 300
-            while engine.healthcheck(compose.container(service)).returncode != 0:
-                assert time.monotonic() < deadline, f"{service} not healthy\n{compose.logs()}"
-                time.sleep(2)
+        replicas_healthy(compose)
         wait_for(f"{base}/health/ready", 60, "proxy", compose.logs)
         yield compose, base, values
+
+
+def replicas_healthy(compose: Compose, timeout: float = 300) -> None:
+    """Both replicas healthy (the compose healthcheck, run on demand)."""
+    for service in REPLICAS:
+        deadline = time.monotonic() + timeout
+        while compose.engine.healthcheck(compose.container(service)).returncode != 0:
+            assert time.monotonic() < deadline, f"{service} not healthy\n{compose.logs()}"
+            time.sleep(2)
 
 
 @functools.cache  # one /token call per user: the tests share the per-address /token limit (TOKEN_LIMIT)
@@ -102,11 +109,14 @@ def test_oversized_upload_gets_a_clean_413(stack):
     for response in (sized, chunked):
         assert response.status_code == 413, response.text
         assert response.json()["detail"] == "request body too large"
-    # A batch may be larger than one product: its own limit, above 30 MB, so the app sees it (and refuses
-    # the bytes that are not JSON itself).
+    # A batch may be larger than one product: its own limit (MAX_BATCH_BYTES, 16 MB), so the app sees 10 MB
+    # (and refuses the bytes that are not JSON itself); 30 MB is over it, and nginx refuses it.
+    batch = httpx.post(f"{base}/predict/batch", content=big[:10 * MB],
+                       headers={**auth, "Content-Type": "application/json"}, timeout=120)
+    assert batch.status_code == 400 and batch.json()["request_id"], batch.text
     batch = httpx.post(f"{base}/predict/batch", content=big, headers={**auth, "Content-Type": "application/json"},
                        timeout=120)
-    assert batch.status_code == 400 and batch.json()["request_id"], batch.text
+    assert batch.status_code == 413 and batch.json()["detail"] == "request body too large", batch.text
 
 
 def test_killing_a_replica_mid_load_loses_no_request(stack):
@@ -196,3 +206,37 @@ def test_metrics_are_served_on_the_compose_network(stack):
              "print(urllib.request.urlopen(f'http://{socket.gethostname()}:8000/metrics').status)")
     result = compose.engine("exec", compose.container("serving-1"), "python", "-c", fetch)
     assert result.stdout.strip() == "200", result.stdout + result.stderr
+
+
+SCRAPE = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=10).read().decode())"
+
+
+def on_memory(compose: Compose, service: str) -> bool:
+    """`rate_limit_storage_fallback` of one replica, scraped from inside its container (as Prometheus would)."""
+    metrics = compose.engine("exec", compose.container(service), "python", "-c", SCRAPE).stdout
+    return re.search(r"^rate_limit_storage_fallback 1\.0$", metrics, re.MULTILINE) is not None
+
+
+def test_token_answers_while_redis_is_stopped(stack):
+    """Redis stopped: /token through nginx still answers, never 500; each replica counts in its own memory
+    meanwhile and says so in its metrics. Redis started again: both replicas count in it again (slowapi asks it
+    again on a request, 1, 2, 4, ... s after its last try), so the other tests find their limits shared."""
+    compose, base, _ = stack
+    replicas_healthy(compose)  # a replica killed by another test is restarted by compose (restart: unless-stopped)
+
+    def login(password: str) -> httpx.Response:
+        return httpx.post(f"{base}/token", data={"username": SECOND_USER, "password": password}, timeout=60)
+
+    compose("stop", "redis")
+    try:
+        answers = [login(password) for password in (SECOND_PASSWORD, "wrong-password") * 2]
+        assert [r.status_code for r in answers] == [200, 401, 200, 401], [(r.status_code, r.text) for r in answers]
+        assert len({r.headers["x-upstream"] for r in answers}) == 2, "both replicas answered without Redis"
+        assert all(on_memory(compose, service) for service in REPLICAS)
+    finally:
+        compose("start", "redis")
+    deadline = time.monotonic() + 120
+    while any(on_memory(compose, service) for service in REPLICAS):
+        assert time.monotonic() < deadline, f"not back on Redis\n{compose.logs()}"
+        time.sleep(3)
+        assert login(SECOND_PASSWORD).status_code in (200, 429)
