@@ -190,12 +190,27 @@ def test_serving_gets_its_own_settings_and_no_other_components_secret(path, tmp_
 def test_replicas_trust_forwarded_headers_from_the_proxy_only():
     compose = yaml.safe_load((PROJECT / "docker-compose.replicas.yml").read_text())
     services = compose["services"]
-    proxy = services["proxy"]["networks"]["replicas"]["ipv4_address"]
     [subnet] = [c["subnet"] for c in compose["networks"]["replicas"]["ipam"]["config"]]
-    assert ipaddress.ip_address(proxy) in ipaddress.ip_network(subnet)
+    assert ipaddress.ip_network(subnet).is_private
     for name in ("serving-1", "serving-2"):
-        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == proxy, name
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == subnet, name
+    # Trusted: the replicas network, where nothing but nginx, Redis and the replicas themselves live.
+    on_it = {name for name, service in services.items() if "replicas" in service.get("networks", [])}
+    assert on_it == {"proxy", "redis", "serving-1", "serving-2"}, on_it
     directives = [line.split("#", 1)[0].split() for line in NGINX.read_text().splitlines()]
     forwarded = [d for d in directives if d[:2] == ["proxy_set_header", "X-Forwarded-For"]]
     assert forwarded == [["proxy_set_header", "X-Forwarded-For", "$remote_addr;"]], \
         "nginx replaces the client's X-Forwarded-For, it does not append to it"
+
+
+@needs_compose
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_every_serving_container_has_a_memory_limit(path, tmp_path):
+    """The kernel's bound under the app's own: a serving container cannot take the host down with it."""
+    default = config_services(path, tmp_path / "default")
+    smaller = config_services(path, tmp_path / "smaller", SERVING_MEMORY_LIMIT="1g")
+    serving = [name for name in default if name.startswith("serving")]
+    assert serving
+    for name in serving:
+        assert default[name].get("mem_limit") and smaller[name]["mem_limit"] != default[name]["mem_limit"], \
+            (name, default[name].get("mem_limit"), smaller[name].get("mem_limit"))
