@@ -69,11 +69,13 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--csv", type=Path, default=ROOT / "data/raw/X_test_update.csv")
     parser.add_argument("--images", type=Path, default=ROOT / "data/raw/images/image_test")
-    parser.add_argument("--products", type=int, default=270, help="products of the CSV scored (its first ones)")
+    parser.add_argument("--products", type=int, default=270, help="products scored: the CSV's first ones, "
+                        "the CSV repeated if it has fewer")
     parser.add_argument("--growth", type=int, default=4, help="the larger input: the products repeated this often")
     args = parser.parse_args()
     header("Batch scoring: local engine against Ray Data actors")
-    x = pd.read_csv(args.csv, index_col=0).head(args.products)
+    x = pd.read_csv(args.csv, index_col=0)
+    x = pd.concat([x] * -(-args.products // len(x)), ignore_index=True).head(args.products)  # repeated if short
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for times in (1, args.growth):

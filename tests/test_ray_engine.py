@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_batch import run
 
 from conftest import BIN, PROJECT, copy_repo, free_port, sh
 from product_classifier import paths
 from product_classifier.ray_engine import MISSING_RAY
 
-CLI = BIN / "product-classifier-predict"
 RAY = BIN / "ray"
 MB100 = str(100 * 1024 * 1024)  # each node's object store: the models (60 MB) and small blocks fit
 
@@ -64,9 +64,8 @@ def products(tiny_repo, tmp_path_factory):
     return home
 
 
-def predict(tiny_repo, *args, env: dict | None = None, check=True):
-    return sh(" ".join([str(CLI), "--models", str(tiny_repo / paths.MODELS), *map(str, args)]), tiny_repo,
-              check=check, extra_env=env)
+def predict(tiny_repo, *args, env: dict | None = None):
+    return run(tiny_repo, *args, check=True, env=env)
 
 
 @pytest.fixture(scope="module")

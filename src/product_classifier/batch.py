@@ -125,7 +125,7 @@ def score_csv(predictor: Predictor, csv_path: Path, images: Path, out: Path, chu
             rows, bad = score_rows(predictor, chunk, image_of)
             write(rows)
             problems += bad
-            _count(counts, rows)
+            tally(counts, rows)
             bar.update(len(rows))
     warn(problems)
     return counts
@@ -162,7 +162,8 @@ def output(out: Path) -> Iterator[Callable[[list[dict]], None]]:
             [{k: None if v == "" else v for k, v in row.items()} for row in rows], schema))
 
 
-def _count(counts: dict, rows: Iterable[dict]) -> None:
+def tally(counts: dict, rows: Iterable[dict]) -> None:
+    """Add `rows` to the summary: products, and products per modalities used (`not_scored` for empty rows)."""
     for row in rows:
         counts["products"] += 1
         key = row["modalities"] or "not_scored"

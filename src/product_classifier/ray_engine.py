@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import paths
-from .batch import COLUMNS, EMPTY, _count, output, read_chunks, score_rows, warn
+from .batch import COLUMNS, EMPTY, output, read_chunks, score_rows, tally, warn
 from .dataset import X_COLUMNS
 from .errors import UserError
 from .predictor import Predictor
@@ -164,7 +164,7 @@ def score_ray(models: Path, source: str | os.PathLike, images: str | os.PathLike
                 rows = batch.to_pylist()
                 problems += [why for row in rows if (why := row.pop(PROBLEM)) is not None]
                 write(rows)
-                _count(counts, rows)
+                tally(counts, rows)
     finally:
         ray.shutdown()
     warn(problems)
