@@ -186,3 +186,13 @@ def test_kuberay_manifest_is_valid_kubernetes():
         "containers": [{**groups[0]["template"]["spec"]["containers"][0], "imagePullPolicyy": "Always"}]}}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, "1.37.0", strict=True)
+
+
+def test_an_unreachable_cluster_gets_one_line_and_nothing_written(tiny_repo, products, tmp_path):
+    out = tmp_path / "scored.csv"
+    result = run(tiny_repo, products / "products.csv", products / "images", "-o", out, "--engine", "ray",
+                 "--address", f"127.0.0.2:{free_port()}")  # nobody listens there
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the Ray cluster at 127.0.0.2:"), result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -45,12 +46,24 @@ def connect(ray, address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine unless asked for
     local = {} if address else {"include_dashboard": False}
+    reach(address)
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-run INFO lines and progress-bar notice
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
                  runtime_env={"py_modules": [str(Path(__file__).parent)]}, **local)
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+
+
+def reach(address: str | None, timeout: float = 10) -> None:
+    """A `host:port` cluster address answers, or one line now (ray.init would retry for minutes)."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
 def is_url(location: str | os.PathLike) -> bool:
