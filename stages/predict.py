@@ -1,4 +1,5 @@
-"""Stage `predict`: score the unlabeled X_test_update.csv and its images into data/predictions/."""
+"""Stage `predict`: score the unlabeled X_test_update.csv and its images into data/predictions/, with the
+local engine or on Ray (`predict.engine`; RAY_ADDRESS names the cluster)."""
 
 from product_classifier import paths
 from product_classifier.cli import stage
@@ -6,11 +7,11 @@ from product_classifier.cli import stage
 
 @stage
 def main(p):
-    from product_classifier.batch import score_csv
-    from product_classifier.predictor import Predictor
+    from product_classifier.batch import score
 
-    return score_csv(Predictor.load(paths.MODELS), paths.RAW / paths.X_TEST, paths.image_dir(paths.RAW, "test"),
-                     paths.PREDICTIONS / paths.PREDICTIONS_FILE, p.predict.chunk_size)
+    return score(p.predict.engine, paths.MODELS, paths.RAW / paths.X_TEST, paths.image_dir(paths.RAW, "test"),
+                 paths.PREDICTIONS / paths.PREDICTIONS_FILE, chunk_size=p.predict.chunk_size,
+                 actors=p.predict.actors, batch_size=p.predict.batch_size)
 
 
 if __name__ == "__main__":

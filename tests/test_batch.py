@@ -33,8 +33,9 @@ def products(tiny_repo, tmp_path_factory):
     return home, x
 
 
-def run(tiny_repo, *args, check=False):
-    return sh(" ".join([str(CLI), "--models", str(tiny_repo / paths.MODELS), *map(str, args)]), tiny_repo, check=check)
+def run(tiny_repo, *args, check=False, env: dict | None = None):
+    return sh(" ".join([str(CLI), "--models", str(tiny_repo / paths.MODELS), *map(str, args)]), tiny_repo, check=check,
+              extra_env=env)
 
 
 def test_scores_every_row_text_alone_without_a_usable_image(tiny_repo, products):
@@ -59,7 +60,8 @@ def test_scores_every_row_text_alone_without_a_usable_image(tiny_repo, products)
     ("no_folder", "image folder not found"),
     ("no_file", "file not found"),
 ])
-def test_bad_input_gets_one_line_and_writes_nothing(tiny_repo, products, tmp_path, breakage, message):
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_bad_input_gets_one_line_and_writes_nothing(tiny_repo, products, tmp_path, breakage, message, engine):
     home, x = products
     csv, images = tmp_path / "in.csv", home / "images"
     if breakage == "missing_column":
@@ -70,7 +72,7 @@ def test_bad_input_gets_one_line_and_writes_nothing(tiny_repo, products, tmp_pat
         x.to_csv(csv)
         images = tmp_path / "nowhere"
     out = tmp_path / "scored.csv"
-    result = run(tiny_repo, csv, images, "-o", out)
+    result = run(tiny_repo, csv, images, "-o", out, "--engine", engine)  # Ray: refused before it starts
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr

@@ -7,14 +7,16 @@ scored at all gets a row with empty prediction fields, is counted, and never sto
 
 Run it on any CSV + image folder: `product-classifier-predict X.csv images/ -o predictions.csv`
 (or `python -m product_classifier.batch ...`); the `predict` stage runs it on `X_test_update.csv`.
+`--engine ray` scores the same rows on Ray Data actors, on one machine or a cluster (ray_engine.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,9 +29,13 @@ from .labels import category
 from .predictor import Predictor, Prepared, Product
 
 COLUMNS = ("productid", "imageid", "prdtypecode", "category", "confidence", "modalities")
+EMPTY = {"prdtypecode": "", "category": "", "confidence": "", "modalities": ""}  # a product that cannot be scored
+ENGINES = ("local", "ray")
+ImageSource = Path | bytes | None
 DEFAULT_CHUNK = 256
 MISSING_PANDAS = "product-classifier-predict reads CSVs with pandas, which is not installed: " \
     "pip install 'product-classifier[batch]' (the serving image has no pandas)"
+MISSING_PYARROW = "Parquet output needs pyarrow, which is not installed: pip install 'product-classifier[scale]'"
 
 
 def read_chunks(csv_path: Path, chunksize: int):
@@ -60,12 +66,23 @@ def prepare(predictor: Predictor, product: Product) -> tuple[Prepared | None, st
         return None, str(exc)
 
 
-def score_rows(predictor: Predictor, chunk, images: Path) -> tuple[list[dict], list[str]]:
-    """One chunk of the CSV -> its output rows (in order) and why any product was not scored."""
+def folder_images(images: Path) -> Callable[[str], Path | None]:
+    """An image's file in the folder `images`, None if it has none (the product is then scored from its text)."""
+    def image_of(name: str) -> Path | None:
+        path = images / name
+        return path if path.is_file() else None
+
+    return image_of
+
+
+def score_rows(predictor: Predictor, chunk, image_of: Callable[[str], ImageSource]) -> tuple[list[dict], list[str]]:
+    """One chunk of the CSV -> its output rows (in order) and why any product was not scored, in the order of
+    the rows left empty. `image_of(file name)`: the image (a path or its bytes), None if there is none.
+    Both engines score through here: the local one in this process, the Ray one inside each actor."""
     prepared, problems = [], []
     for row in chunk.itertuples():
-        image = images / paths.image_name(row.imageid, row.productid)
-        item, why = prepare(predictor, Product(row.designation, row.description, image if image.is_file() else None))
+        image = image_of(paths.image_name(row.imageid, row.productid))
+        item, why = prepare(predictor, Product(row.designation, row.description, image))
         prepared.append(item)
         if why:
             problems.append(f"productid {row.productid}: {why}")
@@ -74,7 +91,7 @@ def score_rows(predictor: Predictor, chunk, images: Path) -> tuple[list[dict], l
     for row, item in zip(chunk.itertuples(), prepared, strict=True):
         out = {"productid": row.productid, "imageid": row.imageid}
         if item is None:
-            out.update(prdtypecode="", category="", confidence="", modalities="")
+            out.update(EMPTY)
         else:
             pred = next(scored)
             out.update(prdtypecode=pred.code, category=category(pred.code), confidence=round(pred.confidence, 6),
@@ -94,52 +111,108 @@ def check_inputs(csv_path: Path, images: Path, chunksize: int) -> int:
 
 def score_csv(predictor: Predictor, csv_path: Path, images: Path, out: Path, chunksize: int = DEFAULT_CHUNK,
               progress: bool | None = None, total: int | None = None) -> dict:
-    """Score every product of `csv_path` (images in `images/`) into `out`, atomically.
-
-    Returns counts: `products`, `not_scored`, and products per modalities used (`text+image`, `text`)."""
+    """Score every product of `csv_path` (images in `images/`) into `out` (CSV, or Parquet for `.parquet`),
+    atomically. Returns counts: `products`, `not_scored`, and products per modalities used (`text+image`, `text`)."""
     csv_path, images, out = Path(csv_path), Path(images), Path(out)
     total = check_inputs(csv_path, images, chunksize) if total is None else total
+    image_of = folder_images(images)
     counts = {"products": 0, "not_scored": 0}
     problems: list[str] = []
-    with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh, \
+    with output(out) as write, \
             tqdm(total=total, unit="product", desc="scoring", disable=None if progress is None else not progress,
                  file=sys.stderr) as bar:
-        writer = csv.DictWriter(fh, COLUMNS)
-        writer.writeheader()
         for chunk in read_chunks(csv_path, chunksize):
-            rows, bad = score_rows(predictor, chunk, images)
-            writer.writerows(rows)
+            rows, bad = score_rows(predictor, chunk, image_of)
+            write(rows)
             problems += bad
-            _count(counts, rows)
+            tally(counts, rows)
             bar.update(len(rows))
-    if problems:
-        print(f"warning: {len(problems)} product(s) not scored (empty prediction fields), first: {problems[0]}",
-              file=sys.stderr)
+    warn(problems)
     return counts
 
 
-def _count(counts: dict, rows: Iterable[dict]) -> None:
+def warn(problems: list[str]) -> None:
+    if problems:
+        print(f"warning: {len(problems)} product(s) not scored (empty prediction fields), first: {problems[0]}",
+              file=sys.stderr)
+
+
+@contextlib.contextmanager
+def output(out: Path) -> Iterator[Callable[[list[dict]], None]]:
+    """A function that appends rows to `out`, which appears whole once the block ends, or not at all.
+    CSV, or Parquet when `out` ends with `.parquet` (typed columns, empty prediction fields as nulls)."""
+    out = Path(out)
+    if out.suffix != ".parquet":
+        with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, COLUMNS)
+            writer.writeheader()
+            yield writer.writerows
+        return
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError as exc:
+        if exc.name.partition(".")[0] != "pyarrow":
+            raise
+        raise UserError(MISSING_PYARROW) from None
+    schema = pa.schema([("productid", pa.int64()), ("imageid", pa.int64()), ("prdtypecode", pa.int64()),
+                        ("category", pa.string()), ("confidence", pa.float64()), ("modalities", pa.string())])
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        yield lambda rows: writer.write_table(pa.Table.from_pylist(
+            [{k: None if v == "" else v for k, v in row.items()} for row in rows], schema))
+
+
+def tally(counts: dict, rows: Iterable[dict]) -> None:
+    """Add `rows` to the summary: products, and products per modalities used (`not_scored` for empty rows)."""
     for row in rows:
         counts["products"] += 1
         key = row["modalities"] or "not_scored"
         counts[key] = counts.get(key, 0) + 1
 
 
+def score(engine: str, models: Path, source: Path | str, images: Path | str, out: Path, *,
+          chunk_size: int = DEFAULT_CHUNK, actors: int = 2, batch_size: int = DEFAULT_CHUNK,
+          address: str | None = None) -> dict:
+    """Score `source` with `engine`: `local` (this process, `chunk_size` products at a time) or `ray` (Ray Data:
+    `actors` actors, `batch_size` products per batch, on the cluster at `address` or `RAY_ADDRESS`, else a local
+    Ray). The same rows either way; the summary counts of `score_csv`."""
+    if engine == "ray":
+        from .ray_engine import score_ray
+
+        return score_ray(models, source, images, out, actors=actors, batch_size=batch_size, address=address)
+    if engine != "local":
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    total = check_inputs(Path(source), Path(images), chunk_size)  # before loading the models: fail in a second
+    return score_csv(Predictor.load(models), Path(source), Path(images), out, chunk_size, total=total)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="product-classifier-predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("csv", type=Path, help="products CSV: unnamed index, designation, description, productid, imageid")
-    parser.add_argument("images", type=Path, help="folder of image_{imageid}_product_{productid}.jpg files")
+    parser.add_argument("csv", help="products CSV (Parquet too with --engine ray; a path or, with Ray, any "
+                        "fsspec URL): designation, description, productid, imageid")
+    parser.add_argument("images", help="folder of image_{imageid}_product_{productid}.jpg files (with Ray, "
+                        "also any fsspec URL such as s3://bucket/images)")
     parser.add_argument("-o", "--out", type=Path, default=paths.PREDICTIONS / paths.PREDICTIONS_FILE,
-                        help="predictions CSV to write (default: %(default)s)")
+                        help="predictions to write, CSV or .parquet (default: %(default)s)")
     parser.add_argument("-m", "--models", type=Path, default=paths.MODELS, help="trained models (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="products per chunk (default: %(default)s)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK, help="local engine: products per chunk "
+                        "(default: %(default)s)")
+    parser.add_argument("--engine", choices=ENGINES, default="local", help="local: this process; ray: Ray Data "
+                        "actors, on a cluster (--address or RAY_ADDRESS) or a local Ray (default: %(default)s)")
+    parser.add_argument("--address", help="ray engine: the cluster's address, e.g. 10.0.0.5:6379 (default: "
+                        "RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--actors", type=int, default=2, help="ray engine: scoring actors, each loads the models "
+                        "once (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_CHUNK, help="ray engine: products per batch "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     with one_line_errors():
-        total = check_inputs(args.csv, args.images, args.chunk_size)  # before loading the models: fail in a second
-        from .backend import use_backend
+        if args.engine == "local":
+            from .backend import use_backend
 
-        use_backend()
-        counts = score_csv(Predictor.load(args.models), args.csv, args.images, args.out, args.chunk_size, total=total)
+            use_backend()
+        counts = score(args.engine, args.models, args.csv, args.images, args.out, chunk_size=args.chunk_size,
+                       actors=args.actors, batch_size=args.batch_size, address=args.address)
     print(f"{args.out}: {counts['products']} product(s): {counts}")
 
 

@@ -104,7 +104,12 @@ class EvaluateParams(_Strict):
 
 
 class PredictParams(_Strict):
-    chunk_size: int = Field(256, ge=1, description="products scored per chunk by the predict stage")
+    chunk_size: int = Field(256, ge=1, description="local engine: products scored per chunk by the predict stage")
+    # local: this process (batch.py); ray: Ray Data actors (ray_engine.py) on the cluster at RAY_ADDRESS, else on
+    # a local Ray; the same rows either way. Ray needs the `scale` extra.
+    engine: Literal["local", "ray"] = "local"
+    actors: int = Field(2, ge=1, description="ray engine: scoring actors, one CPU each; each loads the models once")
+    batch_size: int = Field(256, ge=1, description="ray engine: products per batch an actor scores at once")
 
 
 class PromoteParams(_Strict):
