@@ -95,11 +95,12 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
     app.state.limiter = limiter
     storage_fallback(registry, lambda: limiter.on_memory)
 
-    # Prometheus text format, outside the OpenAPI schema (which documents the JSON API).
-    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.upload_limit)
     app.add_middleware(ConcurrencyLimitMiddleware, limit=settings.max_concurrent_requests)  # 503 beyond, health uncounted
     app.add_middleware(AuthMiddleware, routes=needs_token, authenticate=bearer_user)  # 401 before any body or slot
+    # Prometheus text format, outside the OpenAPI schema (which documents the JSON API); outside the limits
+    # above, so that their 401s, 413s and 503s count in http_requests_total (the error-rate alert sees them).
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     app.add_middleware(RequestContextMiddleware)  # outermost: ids and logs every answer, 413s included
 
     add_error_handlers(app, limiter)

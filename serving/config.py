@@ -13,6 +13,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_CHARS = 32
+# /token's form (user name, password, OAuth2's optional fields) fits many times over; it is read before any check
+TOKEN_BODY_BYTES = 4096
 WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "password", "secret_key", "your-secret-key", "dev"})
 # Passwords (TEST_USER_PASSWORD outside development, `make users`): at least this long, and zxcvbn's score at
 # least MIN_PASSWORD_SCORE (3: about 10^8 guesses or more; common passwords, words, keyboard walks and
@@ -151,7 +153,10 @@ class Settings(BaseSettings):
         return secrets.token_urlsafe(48)
 
     def upload_limit(self, path: str) -> int:
-        """Largest request body accepted on `path`: one image plus form fields, or a batch (MAX_BATCH_BYTES)."""
+        """Largest request body accepted on `path`: one image plus form fields, a batch (MAX_BATCH_BYTES), or
+        /token's form (TOKEN_BODY_BYTES)."""
         if path.rstrip("/").endswith("/predict/batch"):
             return self.max_batch_bytes
+        if path.rstrip("/") == "/token":
+            return TOKEN_BODY_BYTES
         return self.max_upload_bytes + self.max_designation_chars * 4 + self.max_description_chars * 4 + 4096

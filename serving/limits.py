@@ -2,18 +2,18 @@
 
 `ConcurrencyLimitMiddleware` (pure ASGI) counts the requests in progress, from their first byte to their
 last (a slow upload holds its slot while it trickles in); request MAX_CONCURRENT_REQUESTS + 1 is answered
-at once with 503, JSON `{"detail", "request_id"}` and `Retry-After`, before its body is read. Liveness and
-readiness are never counted, so probes stay answered under load. Image decoding has its own, smaller
+at once with 503, JSON `{"detail", "request_id"}` and `Retry-After`, before its body is read. Liveness,
+readiness and /token (a 4 KiB form) are never counted, so probes and logins stay answered under load. Image decoding has its own, smaller
 bound (MAX_CONCURRENT_DECODES, in `ModelService.prepare`).
 """
 
 from __future__ import annotations
 
-import json
+from .middleware import answer
 
-from .middleware import request_id_of
-
-UNCOUNTED = frozenset({"/health/live", "/health/ready"})
+# Probes stay answered under load; /token's body is at most TOKEN_BODY_BYTES and it is reached without a
+# token, so slow logins must not hold the slots predictions need (the per-address limit bounds its callers).
+UNCOUNTED = frozenset({"/health/live", "/health/ready", "/token"})
 RETRY_AFTER_SECONDS = 1
 
 
@@ -28,7 +28,7 @@ class ConcurrencyLimitMiddleware:
         if scope["type"] != "http" or scope["path"] in self.uncounted:
             return await self.app(scope, receive, send)
         if self.active >= self.limit:
-            return await _overloaded(scope, send, self.limit)
+            return await _overloaded(scope, receive, send, self.limit)
         self.active += 1
         try:
             await self.app(scope, receive, send)
@@ -36,11 +36,6 @@ class ConcurrencyLimitMiddleware:
             self.active -= 1
 
 
-async def _overloaded(scope, send, limit: int) -> None:
-    body = json.dumps({"detail": f"service overloaded: more than {limit} requests in progress "
-                                 "(MAX_CONCURRENT_REQUESTS); retry later",
-                       "request_id": request_id_of(scope)}).encode()
-    await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(RETRY_AFTER_SECONDS).encode())]})
-    await send({"type": "http.response.body", "body": body})
+async def _overloaded(scope, receive, send, limit: int) -> None:
+    await answer(scope, receive, send, 503, f"service overloaded: more than {limit} requests in progress "
+                 "(MAX_CONCURRENT_REQUESTS); retry later", {"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -85,16 +85,19 @@ class AccountLimit:
         # hashed: a bounded key, whatever the client sends as a user name
         return f"account:{hashlib.sha256(username.encode()).hexdigest()[:32]}", ACCOUNT_SCOPE
 
-    def check(self, request: Request, username: str) -> None:
-        """Raises the 429 (RateLimitExceeded, answered with Retry-After) once `username` has no attempt left."""
+    def attempt(self, request: Request, username: str) -> None:
+        """Counts an attempt for `username` before its password is checked, in one atomic step (a test, then a
+        count after bcrypt, let parallel guesses all pass the test); raises the 429 (RateLimitExceeded,
+        answered with Retry-After) once `username` has no attempt left."""
         key = self.key(username)
-        if not self.limiter.call(lambda strategy: strategy.test(self.item, *key)):
+        if not self.limiter.call(lambda strategy: strategy.hit(self.item, *key)):
             request.state.view_rate_limit = (self.item, list(key))
             raise RateLimitExceeded(self.wrapper)
 
-    def failed(self, username: str) -> None:
+    def succeeded(self, username: str) -> None:
+        """The right password: the account's window starts again (successful logins do not use it up)."""
         key = self.key(username)
-        self.limiter.call(lambda strategy: strategy.hit(self.item, *key))
+        self.limiter.call(lambda strategy: strategy.clear(self.item, *key))
 
 
 def window_reset(limiter: RateLimiter, item: RateLimitItem, key: list[str]) -> float:

@@ -187,7 +187,7 @@ def test_serving_gets_its_own_settings_and_no_other_components_secret(path, tmp_
         assert environment["MODELS_DIR"] == "/app/models", name
 
 
-def test_replicas_trust_forwarded_headers_from_the_proxy_only():
+def test_replicas_trust_forwarded_headers_from_their_network_only():
     compose = yaml.safe_load((PROJECT / "docker-compose.replicas.yml").read_text())
     services = compose["services"]
     [subnet] = [c["subnet"] for c in compose["networks"]["replicas"]["ipam"]["config"]]

@@ -165,6 +165,8 @@ HOSTILE = {
     "tiff-6000": lambda: pillow("RGB", (6000, 6000), "TIFF", compression="tiff_deflate"),
     "webp-6000": lambda: pillow("RGB", (6000, 6000), "WEBP", lossless=True),
     "jpeg-6000": lambda: pillow("RGB", (6000, 6000), "JPEG"),  # drafted at 1/8 scale: answered
+    # libjpeg keeps a progressive JPEG's coefficients for the whole image at full scale, whatever the draft
+    "jpeg-progressive-6000": lambda: pillow("RGB", (6000, 6000), "JPEG", progressive=True, subsampling=0),
 }
 ANSWERED = {"png-9000x300", "jpeg-6000"}
 
@@ -195,6 +197,8 @@ WORST = {
     "palette-unreduced": lambda: pillow("P", (REDUCE_ABOVE, REDUCE_ABOVE), "GIF", transparency=0),
     "16bit-unreduced": lambda: png(REDUCE_ABOVE, REDUCE_ABOVE, 0, 16),
     "wide-unreduced": lambda: png(REDUCE_ABOVE, 64, 6),
+    "jpeg-progressive-at-bound": lambda: pillow("RGB", (math.isqrt((MAX_DECODE_BYTES - images._REDUCED_BYTES) // 6),) * 2,
+                                                "JPEG", progressive=True, subsampling=0),
 }
 
 PEAK_CHILD = r"""

@@ -25,11 +25,11 @@ def make_router(settings: Settings, limiter: RateLimiter) -> APIRouter:
     @limiter.limit(settings.rate_limit_token)
     def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]):
         """OAuth2 password flow: user name and password as form fields, a JWT back."""
-        account.check(request, form.username)  # before the password is even hashed
+        account.attempt(request, form.username)  # counted before the password is even hashed
         user = authenticate(request.app.state.users, form.username, form.password)
         if user is None:
-            account.failed(form.username)
             raise HTTPException(401, "wrong user name or password", BEARER)
+        account.succeeded(user.username)
         request.state.user = user.username
         return {"access_token": create_access_token(user.username, settings), "token_type": "bearer",
                 "expires_in": settings.access_token_expire_minutes * 60}

@@ -1,4 +1,5 @@
-"""Exporting a trained Keras model to ONNX, the format serving runs (with ONNX Runtime, no TensorFlow).
+"""Writing a trained Keras model: its `.keras` file, byte for byte the same for the same weights, and its ONNX
+export, the format serving runs (with ONNX Runtime, no TensorFlow).
 
 Keras's own `model.export(format="onnx")` does it (through tf2onnx under TensorFlow), except that it
 leaves tensors a layer computes once (the `Normalization` mean and variance of the image head) as extra
@@ -10,9 +11,11 @@ before it is written.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import keras
@@ -23,6 +26,25 @@ from .errors import DataError
 
 OPSET = 17
 TOLERANCE = 1e-4  # max abs difference of probabilities, ONNX Runtime vs Keras, on the export check
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    """`model.save(path)`, then the archive made reproducible: Keras stamps the save time into `metadata.json`
+    (`date_saved`) and onto the weights' zip entry, so two saves of the same weights differed and every rerun
+    gave `dvc.lock` a new model hash. Entries keep their order, content and compression; only times go."""
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta).encode()
+            entry = zipfile.ZipInfo(info.filename, ZIP_EPOCH)
+            entry.compress_type, entry.external_attr = info.compress_type, info.external_attr
+            archive.writestr(entry, data)
 
 
 def _onnx_bytes_tf(model: keras.Model) -> bytes:

@@ -90,6 +90,10 @@ def _check_header(img: Image.Image, name: str, size: int) -> None:
         raise ImageError(f"{name}: {w}x{h} pixels is outside the accepted range "
                          f"(at most {MAX_SIDE} a side and {MAX_PIXELS} in all)")
     if img.format == "JPEG":
+        # libjpeg buffers a progressive image's DCT coefficients (2 bytes each) at full scale, whatever the draft
+        progressive = img.info.get("progressive") or img.info.get("progression")
+        if progressive and w * h * 2 * img.layers + _REDUCED_BYTES > MAX_DECODE_BYTES:
+            raise ImageError(f"{name}: a {w}x{h} progressive JPEG decodes to more than {MAX_DECODE_BYTES // 2**20} MiB")
         img.draft("RGB", (size, size))  # decoded at 1/2, 1/4 or 1/8 scale straight away
     w, h = img.size
     per_pixel = max(_FULL_SCALE_BYTES.get(img.mode, 12), _DECODER_BYTES.get(img.format, 0))

@@ -95,13 +95,14 @@ class Scorer:
         self.root = root.rstrip("/")
 
     def images(self, batch) -> dict[str, bytes | None]:
-        """The batch's images by file name in one call (s3fs fetches them concurrently); None for a missing one."""
+        """The batch's images by file name in one call (s3fs fetches them concurrently); None for one that is
+        missing or cannot be read (the product is then scored from its text, as the local engine does)."""
         names = [paths.image_name(i, p) for i, p in zip(batch["imageid"], batch["productid"], strict=True)]
         found = self.fs.cat([f"{self.root}/{name}" for name in names], on_error="return") if names else {}
         out = {}
         for name in names:
             data = found.get(f"{self.root}/{name}")
-            if isinstance(data, FileNotFoundError):
+            if isinstance(data, OSError):  # missing, a folder, no permission: as the local engine's is_file()/ImageError
                 data = None
             elif isinstance(data, BaseException):
                 raise data

@@ -19,7 +19,7 @@ import numpy as np
 from . import paths
 from .atomic import atomic_path, write_json
 from .backend import data_parallel, seed_everything
-from .export import export_onnx
+from .export import export_onnx, save_keras
 from .models import build_image_head, build_lstm, build_vgg16_base, compose
 from .params import Params
 from .preprocess import Processed
@@ -80,7 +80,7 @@ def train_lstm(processed: Path, out: Path, p: Params, on_epoch: EpochHook | None
     with atomic_path(out, is_dir=True) as tmp_out:
         summary = fit(model, (data.tokens[tr], data.labels[tr]), (data.tokens[va], data.labels[va]),
                       p, p.train.lstm.learning_rate, on_epoch)
-        model.save(tmp_out / paths.MODEL_FILE)
+        save_keras(model, tmp_out / paths.MODEL_FILE)
         export_onnx(model, tmp_out / paths.ONNX_FILE, data.tokens[va[:64]])
         shutil.copyfile(data.vocab_path, tmp_out / paths.VOCAB_FILE)
     return summary
@@ -123,7 +123,7 @@ def train_vgg16(processed: Path, out: Path, p: Params, on_epoch: EpochHook | Non
     with atomic_path(out, is_dir=True) as tmp_out:
         summary = fit(head, (f_tr, data.labels[tr]), (f_va, data.labels[va]), p, p.train.vgg16.learning_rate, on_epoch)
         model = compose(base, head)
-        model.save(tmp_out / paths.MODEL_FILE)
+        save_keras(model, tmp_out / paths.MODEL_FILE)
         export_onnx(model, tmp_out / paths.ONNX_FILE, np.asarray(data.images[va[:16]], "float32"))
         write_json(tmp_out / paths.META_FILE, {"image_size": int(data.images.shape[1]), "weights": p.train.vgg16.weights})
     return summary

@@ -8,6 +8,7 @@ import secrets
 import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -204,6 +205,16 @@ def test_failed_logins_are_limited_per_user_name_whatever_the_address(tmp_path, 
         assert int(locked.headers["retry-after"]) >= 1 and locked.json()["request_id"]
         assert [login("mallory", f"guess-{i}").status_code for i in range(4)] == [401, 401, 401, 429]
         assert login("bob", "guess").status_code == 401  # another name: a count of its own
+
+
+def test_parallel_guesses_get_no_more_attempts_than_the_account_limit(tmp_path, tiny_models):
+    """Guesses sent at once for one name: each attempt is counted before bcrypt runs (about 0.2 s), so no more
+    than the limit reach the password check, however many are in flight."""
+    settings = settings_for(tiny_models, tmp_path, rate_limit_token="10000/minute", rate_limit_token_account="3/minute")
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda i: client.post("/token", data={"username": USER, "password": f"guess-{i}"})
+                                   .status_code, range(8)))
+    assert statuses == [401] * 3 + [429] * 5, statuses
 
 
 def raw_request(base: str, head: str, body: bytes = b"") -> bytes:

@@ -46,6 +46,17 @@ def test_public_routes(client, auth):
     assert metric(client, "model_predictions_total", prdtypecode=code, role="champion") == before + 1  # the /metrics route is public and counts each answer
 
 
+def test_answers_of_the_limits_count_in_the_http_metrics(client):
+    """401s from the token check (and the limits' 413s and 503s, answered by the same middleware stack) reach
+    http_requests_total, so the error-rate alert sees them."""
+    def refused() -> float:
+        return metric(client, "http_requests_total", handler="/predict", method="POST", status="4xx")
+
+    before = refused()
+    assert client.post("/predict", data={"designation": "Piscine tubulaire"}).status_code == 401
+    assert refused() == before + 1
+
+
 def test_counters_with_known_labels_start_at_zero(serving_settings):
     """A fresh service: one sample per class and per input kind, each at 0, before any product arrives (so the
     dashboard reads 0, not "No data"); a shadow challenger's agreement counters: tests/api/test_challenger.py."""
