@@ -29,10 +29,21 @@ TOLERANCE = 1e-4  # max abs difference of probabilities, ONNX Runtime vs Keras, 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 
 
+def _renumbered(config, ids: dict):
+    """`config` with each `shared_object_id` (Keras writes the Python object's id(), new every process)
+    replaced by its rank of first appearance: the same objects stay shared, the numbers stay the same."""
+    if isinstance(config, dict):
+        return {key: ids.setdefault(value, len(ids) + 1) if key == "shared_object_id" else _renumbered(value, ids)
+                for key, value in config.items()}
+    if isinstance(config, list):
+        return [_renumbered(value, ids) for value in config]
+    return config
+
+
 def save_keras(model: keras.Model, path: Path) -> None:
     """`model.save(path)`, then the archive made reproducible: Keras stamps the save time into `metadata.json`
-    (`date_saved`) and onto the weights' zip entry, so two saves of the same weights differed and every rerun
-    gave `dvc.lock` a new model hash. Entries keep their order, content and compression; only times go."""
+    (`date_saved`) and onto the weights' zip entry, and Python object ids into `config.json`, so two saves
+    of the same weights differed. Entries keep their order, content and compression; times and ids go."""
     model.save(path)
     with zipfile.ZipFile(path) as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
@@ -42,6 +53,8 @@ def save_keras(model: keras.Model, path: Path) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumbered(json.loads(data), {})).encode()
             entry = zipfile.ZipInfo(info.filename, ZIP_EPOCH)
             entry.compress_type, entry.external_attr = info.compress_type, info.external_attr
             archive.writestr(entry, data)
