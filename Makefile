@@ -42,16 +42,20 @@ sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, l
 # Test order: shuffled by pytest-randomly with this seed (every test passes alone and in any order);
 # `make test TEST_SEED=random` for a new order each run, the seed to replay is printed at the top.
 TEST_SEED ?= 1
+# Parallel workers (pytest-xdist; tests that share a server, a model or the container engine stay in one worker,
+# slow tests first: tests/conftest.py `xdist_group`). `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 FAST_TESTS := not slow and not e2e and not container
 # More pytest options for `make test`, e.g. PYTEST_ARGS='-m "not container"' where another job runs those.
 PYTEST_ARGS ?=
 
 test: venv-dev sysdeps ## lint and run every test (random order, TEST_SEED; the ten slowest listed)
 	$(MAKE) lint
-	pytest --randomly-seed=$(TEST_SEED) --durations=10 $(PYTEST_ARGS)
+	pytest $(PYTEST_PARALLEL) --randomly-seed=$(TEST_SEED) --durations=10 $(PYTEST_ARGS)
 
 test-fast: venv-dev ## the inner loop: unit, data and API tests, no pipeline runs but the kept tiny one, no containers
-	pytest -q -m "$(FAST_TESTS)" --randomly-seed=$(TEST_SEED)
+	pytest -q $(PYTEST_PARALLEL) -m "$(FAST_TESTS)" --randomly-seed=$(TEST_SEED)
 
 lint: venv-dev ## static checks
 	ruff check .

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import httpx
 import psutil
 import pytest
 import yaml
+from filelock import FileLock
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -167,10 +170,37 @@ def copy_repo(repo: Path, dest: Path) -> Path:
     return dest
 
 
-# The tiny pipeline is a function of these files (and of TINY and the Python version): its reproduced
-# repository is kept under .cache/tiny-pipeline/<their digest> and copied from there while none of them changes.
+# Built once, kept under .cache/<name>/<key> (the key: a digest of what the build reads) and copied into each
+# session while the key holds. Parallel workers (`pytest -n`, Makefile TEST_WORKERS) wait on a lock for one build.
+CACHE = PROJECT / ".cache"
+
+
+def kept(name: str, key: str, build) -> Path:
+    """`build(folder)` once per key, in a staging folder renamed into place: a kept build is always a whole one."""
+    root = CACHE / name
+    final = root / key
+    if (final / ".complete").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / ".lock"):
+        if not (final / ".complete").is_file():
+            staging = Path(tempfile.mkdtemp(dir=root, prefix="building-"))
+            try:  # built where it is kept (a repository moves with its folder), then renamed into place
+                build(staging)
+                (staging / ".complete").touch()
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            shutil.rmtree(final, ignore_errors=True)
+            staging.rename(final)
+            for old in root.iterdir():  # earlier keys' builds (leftovers of an interrupted build too: we hold the lock)
+                if old.is_dir() and old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# The tiny pipeline is a function of these files (and of TINY and the Python version).
 TINY_INPUTS = (*PIPELINE_FILES, *PIPELINE_DIRS, "params.yaml", "constraints.txt", "pyproject.toml")
-TINY_CACHE = PROJECT / ".cache" / "tiny-pipeline"
 
 
 def tiny_key() -> str:
@@ -184,41 +214,90 @@ def tiny_key() -> str:
     return digest.hexdigest()[:16]
 
 
+def build_tiny(folder: Path) -> None:
+    repo = make_repo(folder / "repo")
+    sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
+
+
+def build_changed(folder: Path) -> None:
+    repo = copy_repo(kept("tiny-pipeline", tiny_key(), build_tiny) / "repo", folder / "repo")
+    add_make(repo)
+    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
+    sh("git add -A && git commit -qm 'baseline: 3 epochs' && git checkout -qb fewer-epochs", repo)
+    (folder / "exp.txt").write_text(sh("dvc exp run -S train.epochs=2", repo, extra_env=no_tracking).stdout)
+    (folder / "show.md").write_text(sh("dvc exp show --md --no-pager", repo).stdout)
+
+
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory) -> Path:
     """The real pipeline on the tiny sample, run once per version of its inputs (TINY_INPUTS) and copied
     into each session; treat it as read-only (`copy_repo` it to change anything)."""
-    kept = TINY_CACHE / tiny_key()
-    if not (kept / "repo" / "dvc.lock").is_file():
-        TINY_CACHE.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=TINY_CACHE, prefix="building-"))
-        try:  # built where it is kept (a repository moves with its folder), then renamed into place
-            repo = make_repo(staging / "repo")
-            sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        shutil.rmtree(kept, ignore_errors=True)
-        staging.rename(kept)  # atomic: a kept pipeline is always a whole one
-        for old in TINY_CACHE.iterdir():  # earlier versions' pipelines (not another session's build in progress)
-            if old != kept and not old.name.startswith("building-"):
-                shutil.rmtree(old, ignore_errors=True)
-    return copy_repo(kept / "repo", tmp_path_factory.mktemp("tiny") / "repo")
+    return copy_repo(kept("tiny-pipeline", tiny_key(), build_tiny) / "repo", tmp_path_factory.mktemp("tiny") / "repo")
 
 
 @pytest.fixture(scope="session")
-def changed_repo(tiny_repo, tmp_path_factory) -> tuple[Path, str, str]:
+def changed_repo(tmp_path_factory) -> tuple[Path, str, str]:
     """A pull request as users make one: the tiny pipeline committed on `main` (with the Makefile and scripts
     CI calls), then on a branch `dvc exp run -S train.epochs=2` in the workspace. One `exp run` for every
-    test that reads an experiment; returns (repo, the exp run's output, `dvc exp show`). Read-only."""
-    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("changed") / "repo")
-    add_make(repo)
-    no_tracking = {"MLFLOW_TRACKING_URI": "none"}
-    sh("git add -A && git commit -qm 'baseline: 3 epochs' && git checkout -qb fewer-epochs", repo)
-    exp = sh("dvc exp run -S train.epochs=2", repo, extra_env=no_tracking).stdout
-    return repo, exp, sh("dvc exp show --md --no-pager", repo).stdout
+    test that reads an experiment (kept like the tiny pipeline, with the Makefile and scripts in its key);
+    returns (repo, the exp run's output, `dvc exp show`). Read-only."""
+    digest = hashlib.sha256(tiny_key().encode())
+    for f in (PROJECT / "Makefile", *sorted((PROJECT / "scripts").rglob("*"))):
+        if f.is_file() and "__pycache__" not in f.parts:
+            digest.update(f.relative_to(PROJECT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    built = kept("changed-pipeline", digest.hexdigest()[:16], build_changed)
+    repo = copy_repo(built / "repo", tmp_path_factory.mktemp("changed") / "repo")
+    return repo, (built / "exp.txt").read_text(), (built / "show.md").read_text()
 
 
 @pytest.fixture(scope="session")
 def tiny_models(tiny_repo) -> Path:
     return tiny_repo / "models"
+
+
+# --- parallel workers (pytest-xdist: Makefile TEST_WORKERS) ------------------------------------------------
+# Tests that share something costly or exclusive run in one worker, one group after the other: the container suite
+# (one engine, one image, fixed names and subnet), the tests that install the node tools into .cache/node, and each
+# module that defines a fixture shared beyond one test (a server, a cluster, a trained model: scope module, class
+# or session). Every other test goes to whichever worker is free. (A scheduler of our own: xdist's `xdist_group`
+# marks do not reach the node ids under pytest 9.)
+SHARED_GROUPS = {"containers": ("tests/containers/",),
+                 "node": ("tests/test_workflows.py", "tests/monitoring/test_monitoring_config.py")}
+SHARED_FIXTURE = re.compile(r"@pytest\.fixture\(scope=\"(module|class|session)\"")
+
+
+@functools.cache
+def shares_fixtures(module: str) -> bool:
+    return bool(SHARED_FIXTURE.search((PROJECT / module).read_text()))
+
+
+def xdist_group(nodeid: str) -> str:
+    """The unit a worker takes whole: a group's name, a module's path, or the test itself."""
+    module = nodeid.split("::", 1)[0]
+    for group, prefixes in SHARED_GROUPS.items():
+        if module.startswith(prefixes):
+            return group
+    return module if shares_fixtures(module) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return Groups(config, log)
+
+
+SLOW_MARKERS = ("slow", "e2e", "container")
+
+
+@pytest.hookimpl(specname="pytest_collection_modifyitems", wrapper=True, tryfirst=True)
+def pytest_slow_tests_first(config, items):
+    """After pytest-randomly's shuffle (this wrapper is outside it): the slow tests first, in their shuffled order,
+    so parallel workers end on short tests instead of one waiting for the other's long one (with
+    `--no-loadscope-reorder` the scheduler hands out groups in this order)."""
+    yield
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in SLOW_MARKERS))

@@ -7,15 +7,15 @@ import re
 
 import pytest
 
-from conftest import make_repo, sh
+from conftest import copy_repo, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 KERAS_STAGES = ("train_lstm", "train_vgg16")  # fuse and evaluate run the exported ONNX models, no Keras
 
 
-def test_pipeline_trains_and_evaluates_under_jax(tmp_path):
-    repo = make_repo(tmp_path / "repo", {"train": {"epochs": 10}})
-    out = sh("dvc exp run -S train.backend=jax", repo).stdout
+def test_pipeline_trains_and_evaluates_under_jax(tiny_repo, tmp_path):
+    repo = copy_repo(tiny_repo, tmp_path / "repo")  # its data stages are kept: only the training and after rerun
+    out = sh("dvc exp run -S train.backend=jax -S train.epochs=10", repo, extra_env={"MLFLOW_TRACKING_URI": "none"}).stdout
     for stage in KERAS_STAGES:
         assert re.search(rf"{stage}\.py: done in [\d.]+s \[keras backend jax\]", out), f"{stage} did not run under jax"
     assert "keras backend tensorflow" not in out

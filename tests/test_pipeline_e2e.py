@@ -100,7 +100,7 @@ def test_forced_rerun_gives_identical_quality(tiny_repo, tmp_path):
     repo = copy_repo(tiny_repo, tmp_path / "repo")
     before = quality(repo)
     predictions = (repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes()
-    out = sh("dvc repro --force", repo).stdout
+    out = sh("dvc repro --force", repo, extra_env={"MLFLOW_TRACKING_URI": "none"}).stdout  # as tiny_repo was built
     assert len(ran(out)) == 7
     assert quality(repo) == before
     assert (repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes() == predictions

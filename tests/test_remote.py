@@ -5,7 +5,6 @@ from __future__ import annotations
 import configparser
 import hashlib
 import logging
-import os
 import re
 import shutil
 import stat
@@ -77,12 +76,13 @@ def test_make_dagshub_without_token_writes_no_credentials(bare_repo):
 
 def recording(names: tuple[str, ...], bin_dir: Path, log: Path) -> str:
     """A PATH whose `names` are wrappers that append their argv (what `ps` shows) to `log`, then run the real one."""
+    path = env()["PATH"]  # the project's environment first, as for every command a test runs (pytest run by hand too)
     bin_dir.mkdir()
     for name in names:
         wrapper = bin_dir / name
-        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{log}"\nexec "{shutil.which(name)}" "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "{name} $*" >> "{log}"\nexec "{shutil.which(name, path=path)}" "$@"\n')
         wrapper.chmod(0o755)
-    return f"{bin_dir}:{os.environ['PATH']}"
+    return f"{bin_dir}:{path}"
 
 
 def test_make_dagshub_puts_the_token_on_no_command_line(bare_repo, tmp_path):

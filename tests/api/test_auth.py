@@ -39,7 +39,9 @@ def test_token_for_good_credentials_has_user_as_subject(client, serving_settings
     assert predict(client, body["access_token"]).status_code == 200
 
 
-@pytest.mark.parametrize("user,password,status", [(USER, "wrong-password", 401), ("mallory", PASSWORD, 401), ("", "", 422)])
+# Named without the random password: every parallel worker must collect the same test names.
+@pytest.mark.parametrize("user,password,status", [(USER, "wrong-password", 401), ("mallory", PASSWORD, 401), ("", "", 422)],
+                         ids=["wrong-password", "unknown-user", "empty"])
 def test_bad_credentials_get_401_json(client, user, password, status):
     response = client.post("/token", data={"username": user, "password": password})
     assert response.status_code == status, response.text
