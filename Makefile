@@ -42,8 +42,8 @@ sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, l
 # Test order: shuffled by pytest-randomly with this seed (every test passes alone and in any order);
 # `make test TEST_SEED=random` for a new order each run, the seed to replay is printed at the top.
 TEST_SEED ?= 1
-# Parallel workers (pytest-xdist; tests that share a server, a model or the container engine stay in one worker,
-# slow tests first: tests/conftest.py `xdist_group`). `make test TEST_WORKERS=0` runs in one process.
+# Parallel workers (pytest-xdist; tests that share a server, a model or the container engine stay in one worker:
+# tests/conftest.py `xdist_group`; slow tests first: `pytest_slow_tests_first`). `make test TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 FAST_TESTS := not slow and not e2e and not container

@@ -51,21 +51,33 @@ def class_mix(indices, n_classes: int) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
 
+def g_test_p_values(counts, reference) -> np.ndarray:
+    """p-value of a G-test of each row of observed class `counts` (one window per row) against the `reference`
+    mix, rare cells pooled: NaN for an empty window. Windows of one size share their pooling, so they are
+    tested in one `power_divergence` call (tests/test_drift.py draws 20 000 windows at a time)."""
+    counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    ref = np.maximum(np.asarray(reference, dtype=np.float64), REFERENCE_FLOOR)
+    ref = ref / ref.sum()
+    totals = counts.sum(axis=1)
+    p_values = np.full(len(counts), math.nan)
+    for n in np.unique(totals[totals > 0]):
+        rows = totals == n
+        expected = ref * n
+        rare = expected < MIN_EXPECTED
+        observed, expected = counts[rows][:, ~rare], expected[~rare]
+        if rare.any():
+            observed = np.c_[observed, counts[rows][:, rare].sum(axis=1)]
+            expected = np.append(expected, ref[rare].sum() * n)
+        if observed.shape[1] < 2:
+            p_values[rows] = 1.0
+        else:
+            p_values[rows] = power_divergence(observed, expected, axis=1, lambda_="log-likelihood").pvalue
+    return p_values
+
+
 def g_test_p_value(counts, reference) -> float:
     """p-value of a G-test of observed class `counts` against the `reference` mix (rare cells pooled)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    ref = np.maximum(np.asarray(reference, dtype=np.float64), REFERENCE_FLOOR)
-    n = counts.sum()
-    if n <= 0:
-        return math.nan
-    expected = ref / ref.sum() * n
-    rare = expected < MIN_EXPECTED
-    if rare.any():
-        counts = np.append(counts[~rare], counts[rare].sum())
-        expected = np.append(expected[~rare], expected[rare].sum())
-    if len(counts) < 2:
-        return 1.0
-    return float(power_divergence(counts, expected, lambda_="log-likelihood").pvalue)
+    return float(g_test_p_values(counts, reference)[0])
 
 
 @dataclass(frozen=True)

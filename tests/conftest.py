@@ -95,6 +95,20 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     return path
 
 
+def ran(output: str) -> list[str]:
+    """The stages `dvc repro` (or `dvc exp run`) ran, in order, from its output."""
+    return re.findall(r"Running stage '([a-z_0-9]+)'", output)
+
+
+QUALITY = ("accuracy", "f1_weighted", "f1_macro")
+
+
+def quality(repo: Path) -> dict:
+    """Each model's quality on the test split, from the evaluate stage's metrics."""
+    metrics = json.loads((repo / "metrics/evaluate/metrics.json").read_text())
+    return {model: {k: metrics[model][k] for k in QUALITY} for model in ("fused", "lstm", "vgg16")}
+
+
 def workflow_step(name: str, workflow: Path = CI_WORKFLOW) -> dict:
     """The step named `name` in a workflow file, as CI runs it."""
     jobs = yaml.safe_load(workflow.read_text())["jobs"].values()
@@ -203,15 +217,19 @@ def kept(name: str, key: str, build) -> Path:
 TINY_INPUTS = (*PIPELINE_FILES, *PIPELINE_DIRS, "params.yaml", "constraints.txt", "pyproject.toml")
 
 
-def tiny_key() -> str:
-    digest = hashlib.sha256(json.dumps([TINY, sys.version]).encode())
-    for name in TINY_INPUTS:
+def digest_files(digest, names) -> str:
+    """`digest` updated with the path and bytes of each file under `names` (files or folders of the project)."""
+    for name in names:
         root = PROJECT / name
         files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file()
                                                     and "__pycache__" not in f.parts and ".egg-info" not in str(f))
         for f in files:
             digest.update(f.relative_to(PROJECT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def tiny_key() -> str:
+    return digest_files(hashlib.sha256(json.dumps([TINY, sys.version]).encode()), TINY_INPUTS)
 
 
 def build_tiny(folder: Path) -> None:
@@ -241,11 +259,8 @@ def changed_repo(tmp_path_factory) -> tuple[Path, str, str]:
     CI calls), then on a branch `dvc exp run -S train.epochs=2` in the workspace. One `exp run` for every
     test that reads an experiment (kept like the tiny pipeline, with the Makefile and scripts in its key);
     returns (repo, the exp run's output, `dvc exp show`). Read-only."""
-    digest = hashlib.sha256(tiny_key().encode())
-    for f in (PROJECT / "Makefile", *sorted((PROJECT / "scripts").rglob("*"))):
-        if f.is_file() and "__pycache__" not in f.parts:
-            digest.update(f.relative_to(PROJECT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    built = kept("changed-pipeline", digest.hexdigest()[:16], build_changed)
+    built = kept("changed-pipeline", digest_files(hashlib.sha256(tiny_key().encode()), ("Makefile", "scripts")),
+                 build_changed)
     repo = copy_repo(built / "repo", tmp_path_factory.mktemp("changed") / "repo")
     return repo, (built / "exp.txt").read_text(), (built / "show.md").read_text()
 

@@ -84,7 +84,8 @@ def server():
     Handler.files, Handler.fail_first, Handler.cut_after, Handler.cut_every = {}, 0, None, False
     Handler.log, Handler.if_range = [], []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # a short poll: `shutdown()` waits for the loop to notice, half a second per test at the default
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()

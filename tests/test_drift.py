@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from serving.drift import DriftWindow, g_test_p_value
+from serving.drift import DriftWindow, g_test_p_value, g_test_p_values
 
 ALPHA = 0.001  # monitoring/prometheus/alerts.yml: PredictionDrift fires on model_drift_p_value < 0.001
 MIN_SAMPLES = 100  # serving/config.py: DRIFT_MIN_SAMPLES default
@@ -26,12 +26,25 @@ def test_false_alarm_rate_on_in_distribution_traffic_is_about_alpha(n):
     Also checked at a looser alpha (0.05), where 20 000 simulations pin the rate more tightly."""
     reference = skewed_reference()
     rng = np.random.default_rng(n)
-    p_values = np.array([g_test_p_value(rng.multinomial(n, reference), reference) for _ in range(20_000)])
+    p_values = g_test_p_values(rng.multinomial(n, reference, size=20_000), reference)
+    assert p_values.shape == (20_000,) and not np.isnan(p_values).any()
     for alpha, upper in ((ALPHA, 0.003), (0.05, 0.065)):
         rate = float((p_values < alpha).mean())
         print(f"n={n} alpha={alpha}: false-alarm rate {rate:.4f}")
         assert rate <= upper, f"false-alarm rate {rate} at alpha {alpha} with n={n}"
     assert float((p_values < 0.05).mean()) >= 0.035, "the test is not so conservative that it never fires"
+
+
+def test_windows_of_different_sizes_are_each_pooled_by_their_own_size():
+    """The batch form (the simulations above) answers for each window what it answers for that window alone."""
+    reference = skewed_reference()
+    rng = np.random.default_rng(1)
+    windows = np.r_[rng.multinomial(30, reference, size=3), rng.multinomial(5000, reference, size=3), np.zeros((1, 27))]
+    windows[1, 0] += 40  # one window of 70 that a class floods
+    batch = g_test_p_values(windows, reference)
+    alone = np.array([g_test_p_value(window, reference) for window in windows])
+    np.testing.assert_allclose(batch[:-1], alone[:-1], rtol=1e-12)
+    assert batch[1] < 1e-6 < batch[0] and math.isnan(batch[-1]) and math.isnan(alone[-1])
 
 
 def test_one_class_flooding_in_is_detected_at_the_minimum_sample():

@@ -8,24 +8,12 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import PROJECT, copy_repo, sh
+from conftest import PROJECT, QUALITY, ran, sh
 from product_classifier import paths
 from product_classifier.batch import COLUMNS
 from product_classifier.labels import CLASSES, category
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-QUALITY = ("accuracy", "f1_weighted", "f1_macro")
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([a-z_0-9]+)'", output)
-
-
-def quality(repo) -> dict:
-    metrics = json.loads((repo / "metrics/evaluate/metrics.json").read_text())
-    return {model: {k: metrics[model][k] for k in QUALITY} for model in ("fused", "lstm", "vgg16")}
-
-
 def test_repro_writes_metrics_for_each_model(tiny_repo):
     metrics = json.loads((tiny_repo / "metrics/evaluate/metrics.json").read_text())
     for model in ("fused", "lstm", "vgg16"):
@@ -94,16 +82,6 @@ def test_exp_run_with_new_epochs_reruns_only_training_and_after(changed_repo):
     params = sh("dvc params diff --md", repo).stdout
     assert re.search(r"train\.epochs\s*\|\s*3\s*\|\s*2", params), params
     assert "train.epochs" in table
-
-
-def test_forced_rerun_gives_identical_quality(tiny_repo, tmp_path):
-    repo = copy_repo(tiny_repo, tmp_path / "repo")
-    before = quality(repo)
-    predictions = (repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes()
-    out = sh("dvc repro --force", repo, extra_env={"MLFLOW_TRACKING_URI": "none"}).stdout  # as tiny_repo was built
-    assert len(ran(out)) == 7
-    assert quality(repo) == before
-    assert (repo / paths.PREDICTIONS / paths.PREDICTIONS_FILE).read_bytes() == predictions
 
 
 def test_default_sample_metrics_show_fusion_beats_each_model():

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from conftest import PROJECT, env
+from product_classifier import promotion
 from product_classifier.promotion import decide
 
 NAME = "ProductCodeClassifier"
@@ -22,7 +23,7 @@ def test_the_gate_is_the_tolerance():
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, monkeypatch, capsys):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -37,9 +38,19 @@ def registry(tmp_path):
                                                  "dvc.data/processed.md5": split}).version)
 
     def command(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "product_classifier.promotion", *args], cwd=tmp_path,
-                              env={**env(), "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": NAME},
-                              capture_output=True, text=True, timeout=120)
+        """`python -m product_classifier.promotion ARGS` in this process (its exit status and output as the
+        command's; the command itself, in a process of its own, is test_no_registry_is_a_one_line_error's)."""
+        with monkeypatch.context() as patch:
+            patch.chdir(tmp_path)
+            patch.setenv("MLFLOW_TRACKING_URI", uri)
+            patch.setenv("MLFLOW_EXPERIMENT_NAME", NAME)
+            try:
+                promotion.main(list(args))
+                status, message = 0, ""
+            except SystemExit as exit_:  # sys.exit("message"): status 1, the message on stderr
+                status, message = (1, exit_.code) if isinstance(exit_.code, str) else (exit_.code or 0, "")
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, status, out, err + message)
 
     return client, register, command
 

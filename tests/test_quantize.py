@@ -18,7 +18,7 @@ import yaml
 from api.conftest import settings_for, token_for
 from fastapi.testclient import TestClient
 
-from conftest import copy_repo, sh
+from conftest import copy_repo, ran, sh
 from product_classifier import paths
 from product_classifier.errors import DataError
 from product_classifier.fuse import int8_gate
@@ -89,10 +89,6 @@ def accepted(tiny_repo, refused, tmp_path_factory):
     measured = json.loads((refused[0] / FUSE_METRICS).read_text())["int8"]
     return quantized_copy(tiny_repo, tmp_path_factory.mktemp("int8-accepted") / "repo",
                           max_f1_drop=max(measured["f1_drop"], 0.0), min_agreement=measured["agreement"])
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
 
 
 def fusion_hash(repo: Path) -> str:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import make_repo, sh
+from conftest import copy_repo, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 EPOCHS = {"one-epoch": 1, "two-epochs": 2}
@@ -35,11 +35,21 @@ def experiments(repo) -> dict[str, dict]:
     return found
 
 
+def outputs(repo) -> dict[str, bytes]:
+    """The workspace's pipeline outputs and metrics, file by file."""
+    return {str(f.relative_to(repo)): f.read_bytes() for folder in ("models", "metrics", "data/predictions")
+            for f in sorted((repo / folder).rglob("*")) if f.is_file()}
+
+
 @pytest.fixture(scope="module")
-def queued(tmp_path_factory):
-    """A repository after two queued experiments ran; the root's (git-ignored) .env names the experiment."""
-    repo = make_repo(tmp_path_factory.mktemp("queue") / "repo", {"train": {"patience": 5}})
+def queued(tiny_repo, tmp_path_factory):
+    """A copy of the kept tiny pipeline, committed, after two queued experiments ran (their data stages are
+    in the cache: each reruns training and after); the root's (git-ignored) .env names the experiment.
+    Returns (repo, the workspace's outputs before the queue ran)."""
+    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("queue") / "repo")
+    sh("git add -A && git commit -qm 'tiny pipeline, reproduced'", repo)
     (repo / ".env").write_text(f"MLFLOW_EXPERIMENT_NAME={MLFLOW_EXPERIMENT}\n")
+    before = outputs(repo)
     default_store = {"MLFLOW_TRACKING_URI": "", "MLFLOW_EXPERIMENT_NAME": ""}
     for name, epochs in EPOCHS.items():
         sh(f"dvc exp run --queue -n {name} -S train.epochs={epochs}", repo, extra_env=default_store)
@@ -48,11 +58,11 @@ def queued(tmp_path_factory):
     while not queue_done(repo):
         assert time.monotonic() < deadline, sh("dvc queue status", repo).stdout
         time.sleep(3)
-    return repo
+    return repo, before
 
 
 def test_two_queued_experiments_run_in_parallel_with_their_own_results(queued):
-    repo = queued
+    repo, before = queued
     status = sh("dvc queue status", repo).stdout
     found = experiments(repo)
     assert set(found) >= set(EPOCHS), (status, list(found))
@@ -62,19 +72,20 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(queued):
         assert "Success" in line, (line, sh(f"dvc queue logs {name}", repo, check=False).stdout[-3000:])
         assert exp["params"]["train"]["epochs"] == epochs
         for stage in ("train_lstm", "train_vgg16"):
-            # Each experiment's training ran exactly its own number of epochs (patience 5 never stops it).
+            # Each experiment's training ran exactly its own number of epochs (patience 3 never stops it).
             assert exp["metrics"][f"metrics/{stage}/metrics.json"]["best"]["epochs_run"] == epochs, (name, stage)
         evaluated = exp["metrics"]["metrics/evaluate/metrics.json"]
         assert 0.0 < evaluated["fused"]["accuracy"] <= 1.0
     one, two = (found[name]["metrics"]["metrics/train_lstm/metrics.json"] for name in EPOCHS)
     assert one != two
     # The workspace is untouched by the queue: no experiment's outputs leaked into it.
-    assert not (repo / "metrics").exists() and not (repo / "models").exists()
+    assert outputs(repo) == before
 
 
 def test_queued_experiments_are_tracked_in_the_repository_roots_mlflow_store(queued):
     from mlflow.tracking import MlflowClient
 
+    queued, _ = queued
     store = queued / "mlflow.db"
     assert store.is_file()
     assert not list((queued / ".dvc/tmp").rglob("mlflow.db"))
