@@ -10,7 +10,10 @@ export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
+# pip compiles every module it installs, one at a time (79 s of the 25,000 files here); compileall does it on every
+# core afterwards (44 s on 2 cores, measured 2026-12-02).
+PIP_INSTALL := $(BIN)/python -m pip install -q --no-compile -c constraints.txt
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(abspath $(VENV))/lib
 
 .PHONY: help venv venv-dev sysdeps repro test test-fast lint format clean
 
@@ -23,10 +26,12 @@ $(BIN)/python:
 
 $(VENV)/.pipeline: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[pipeline]"
+	$(COMPILE)
 	touch $@
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP_INSTALL) -e ".[dev]"
+	$(COMPILE)
 	touch $@ $(VENV)/.pipeline
 
 venv: $(VENV)/.pipeline ## environment for the pipeline
