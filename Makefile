@@ -48,8 +48,10 @@ sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, l
 # `make test TEST_SEED=random` for a new order each run, the seed to replay is printed at the top.
 TEST_SEED ?= 1
 # Parallel workers (pytest-xdist; tests that share a server, a model or the container engine stay in one worker:
-# tests/conftest.py `xdist_group`; slow tests first: `pytest_slow_tests_first`). `make test TEST_WORKERS=0` runs in one process.
-TEST_WORKERS ?= auto
+# tests/conftest.py `xdist_group`; slow tests first: `pytest_slow_tests_first`). One more than the cores: with one
+# per core the CPU was idle about 30% of a run (tests wait on servers, containers, the kept builds' lock);
+# docs/performance.md has the measured runs. `make test TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 FAST_TESTS := not slow and not e2e and not container
 # More pytest options for `make test`, e.g. PYTEST_ARGS='-m "not container"' where another job runs those.
