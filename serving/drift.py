@@ -62,11 +62,12 @@ def g_test_p_values(counts, reference) -> np.ndarray:
     p_values = np.full(len(counts), math.nan)
     for n in np.unique(totals[totals > 0]):
         rows = totals == n
+        windows = counts[rows]
         expected = ref * n
         rare = expected < MIN_EXPECTED
-        observed, expected = counts[rows][:, ~rare], expected[~rare]
+        observed, expected = windows[:, ~rare], expected[~rare]
         if rare.any():
-            observed = np.c_[observed, counts[rows][:, rare].sum(axis=1)]
+            observed = np.c_[observed, windows[:, rare].sum(axis=1)]
             expected = np.append(expected, ref[rare].sum() * n)
         if observed.shape[1] < 2:
             p_values[rows] = 1.0

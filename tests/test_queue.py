@@ -85,10 +85,10 @@ def test_two_queued_experiments_run_in_parallel_with_their_own_results(queued):
 def test_queued_experiments_are_tracked_in_the_repository_roots_mlflow_store(queued):
     from mlflow.tracking import MlflowClient
 
-    queued, _ = queued
-    store = queued / "mlflow.db"
+    repo, _ = queued
+    store = repo / "mlflow.db"
     assert store.is_file()
-    assert not list((queued / ".dvc/tmp").rglob("mlflow.db"))
+    assert not list((repo / ".dvc/tmp").rglob("mlflow.db"))
     client = MlflowClient(f"sqlite:///{store}")
     experiment = client.get_experiment_by_name(MLFLOW_EXPERIMENT)  # named by the root's .env
     assert experiment is not None
