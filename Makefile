@@ -15,7 +15,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PIP_INSTALL := $(BIN)/python -m pip install -q --no-compile -c constraints.txt
 COMPILE := $(BIN)/python -m compileall -q -j 0 $(abspath $(VENV))/lib
 
-.PHONY: help venv venv-dev sysdeps repro test test-fast lint format clean
+.PHONY: help venv venv-dev sysdeps repro weights test test-fast lint format clean
 
 help: ## list targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ venv-dev: $(VENV)/.dev ## environment with serving and test tools
 repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
 	dvc repro
 	dvc metrics show
+
+weights: venv ## VGG16's ImageNet weights for offline runs, once: make weights FROM=<path or URL of the .h5> (Keras's md5 checked)
+	@test -n "$(FROM)" || { echo "usage: make weights FROM=<path or URL of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5>" >&2; exit 2; }
+	python -m product_classifier.weights "$(FROM)"
 
 sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, linters)
 	bash scripts/sysdeps.sh

@@ -146,5 +146,6 @@ def test_offline_imagenet_weights_fail_fast_with_what_to_do(workdir, tiny_repo, 
     # An empty KERAS_HOME: no cached weights; the download is attempted and cannot succeed here.
     result = run_stage("train_vgg16", workdir, {"KERAS_HOME": str(tmp_path / "keras-home"),
                                                 "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"})
-    assert_one_line_error(result, "train.vgg16.weights=imagenet", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "none")
+    assert_one_line_error(result, "train.vgg16.weights=imagenet", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                          "make weights FROM=", "none")
     assert not (workdir / "models").exists()

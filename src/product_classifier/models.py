@@ -7,11 +7,35 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from . import paths
 from .errors import ParamError
 from .labels import NUM_CLASSES
 from .params import LstmParams, Vgg16Params
 
-IMAGENET_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+def resolve_vgg16_weights(weights: str) -> str | None:
+    """What to pass as `keras.applications.VGG16(weights=...)`, failing fast and clearly offline."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        cached = paths.imagenet_weights()
+        if cached.exists():
+            return str(cached)
+        try:
+            return keras.utils.get_file(paths.IMAGENET_NOTOP, paths.IMAGENET_URL, cache_subdir="models",
+                                        file_hash=paths.IMAGENET_MD5)
+        except Exception as exc:  # any network failure: say what to do instead
+            raise ParamError(
+                f"train.vgg16.weights=imagenet: cannot download {paths.IMAGENET_NOTOP} ({type(exc).__name__}). "
+                f"Install it once with `make weights FROM=<path or URL of that file>` (it goes to {cached}), "
+                f"or set train.vgg16.weights to its path, or to none"
+            ) from None
+    path = Path(weights)
+    if not path.exists():
+        raise ParamError(f"train.vgg16.weights: {path} not found")
+    return str(path)
+
+
 _BGR_MEAN = (103.939, 116.779, 123.68)
 
 
@@ -32,27 +56,6 @@ def build_lstm(vocab_size: int, max_len: int, p: LstmParams) -> keras.Model:
     x = keras.layers.Dropout(p.dropout)(x)
     out = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probs")(x)
     return keras.Model(tokens, out, name="lstm")
-
-
-def resolve_vgg16_weights(weights: str) -> str | None:
-    """What to pass as `keras.applications.VGG16(weights=...)`, failing fast and clearly offline."""
-    if weights == "none":
-        return None
-    if weights == "imagenet":
-        cached = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else Path.home() / ".keras") / "models" / IMAGENET_NOTOP
-        if cached.exists():
-            return str(cached)
-        try:
-            return keras.utils.get_file(IMAGENET_NOTOP, "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_NOTOP, cache_subdir="models")
-        except Exception as exc:  # any network failure: say what to do instead
-            raise ParamError(
-                f"train.vgg16.weights=imagenet: cannot download {IMAGENET_NOTOP} ({type(exc).__name__}). "
-                f"Copy that file to {cached}, or set train.vgg16.weights to its path, or to none"
-            ) from None
-    path = Path(weights)
-    if not path.exists():
-        raise ParamError(f"train.vgg16.weights: {path} not found")
-    return str(path)
 
 
 def build_vgg16_base(image_size: int, weights: str) -> keras.Model:

@@ -1,7 +1,8 @@
-"""Repository layout, relative to the working directory (the repo root for stages)."""
+"""Repository layout, relative to the working directory (the repo root for stages), and where Keras keeps weights."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 RAW = Path("data/raw")
@@ -38,6 +39,25 @@ METRICS_FILE = "metrics.json"
 EVALUATION = METRICS / "evaluate"  # the evaluate stage's metrics, which serving reports too
 PREDICTIONS_FILE = "predictions.csv"
 PREDICTIONS = Path("data/predictions")
+
+# Outside the repository: Keras's cache of pretrained weights (`make weights` installs the ImageNet file there).
+IMAGENET_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_NOTOP
+# As published in keras.applications.vgg16 (`file_hash`, an md5); tests/test_weights.py checks that the installed
+# Keras still names it. Keras publishes no sha256 for this file.
+IMAGENET_MD5 = "6d6bbae143d832006294945121d1f1fc"
+IMAGENET_BYTES = 58_889_256
+
+
+def keras_home() -> Path:
+    """Keras's cache folder, as `keras.utils.get_file` picks it: KERAS_HOME, else ~/.keras (Keras does not export
+    its own `keras_home`; tests/test_weights.py checks that Keras finds the file there)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def imagenet_weights() -> Path:
+    """Where Keras looks for VGG16's ImageNet file (`train.vgg16.weights: imagenet`)."""
+    return keras_home() / "models" / IMAGENET_NOTOP
 
 
 def image_dir(raw: Path, split: str = "train") -> Path:
