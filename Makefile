@@ -79,13 +79,17 @@ clean: ## remove caches (not the DVC cache)
 	rm -rf .cache .pytest_cache .ruff_cache
 
 # --- Benchmarks (benchmarks/, figures in docs/performance.md) --------------------------------
-.PHONY: bench bench-full
+.PHONY: bench bench-full bench-scale
 
 bench: venv-dev ## run every benchmarks/bench_*.py in turn (prints figures; under 15 minutes on 2 cores)
 	@set -e; for script in benchmarks/bench_*.py; do echo; echo "### $$script"; python $$script; done
 
-bench-full: venv-dev ## download + preprocess at the real size (84,916 products, 224 px) in a temp repo (about 20 min, 33 GB disk)
+bench-full: venv-dev ## every stage at the real size (84,916 + 13,812 products, 64 px), the real source path on a local stand-in of its host
 	python benchmarks/full_scale.py
+
+SCALE_SIZES ?= 2700 10800 27000
+bench-scale: venv-dev ## the whole pipeline at SCALE_SIZES products: time and memory per stage, and how each grows (exponent)
+	python benchmarks/full_scale.py --sizes $(SCALE_SIZES)
 
 # --- Serving (serving/, Dockerfile.serve) ----------------------------------------------------
 .PHONY: serve users

@@ -6,7 +6,7 @@ Prints products/s and the peak memory of the whole process tree (the command, an
 and actors: RSS summed, sampled every 0.1 s; Ray's shared-memory object store counts where it is touched).
 
     python benchmarks/bench_ray.py [--models models] [--csv data/raw/X_test_update.csv]
-                                   [--images data/raw/images/image_test] [--products 270] [--growth 4]
+                                   [--images zip://image_test::data/raw/images.zip] [--products 270] [--growth 4]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pandas as pd
 import psutil
 
 from common import header, print_table
+from product_classifier import paths
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "product-classifier-predict"
@@ -68,7 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     parser.add_argument("--csv", type=Path, default=ROOT / "data/raw/X_test_update.csv")
-    parser.add_argument("--images", type=Path, default=ROOT / "data/raw/images/image_test")
+    parser.add_argument("--images", default=paths.images_url(ROOT / paths.RAW, "test"),
+                        help="a folder or an fsspec URL (default: data/raw's archive, image_test/)")
     parser.add_argument("--products", type=int, default=270, help="products scored: the CSV's first ones, "
                         "the CSV repeated if it has fewer")
     parser.add_argument("--growth", type=int, default=4, help="the larger input: the products repeated this often")

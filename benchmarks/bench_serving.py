@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from common import header, print_table
+from common import first_image, header, print_table
 from product_classifier import paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,7 +233,7 @@ def ensure_models() -> None:
 
 
 def http(levels: list[int], requests: int, int8: Path) -> list[dict]:
-    image = next(paths.image_dir(ROOT / paths.RAW, "test").glob("*.jpg")).read_bytes()
+    image = first_image(ROOT / paths.RAW)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for variant in VARIANTS:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from bench_serving import PASSWORD, ROOT, USER, ensure_models, load, start
-from common import header, print_table
+from common import first_image, header, print_table
 from product_classifier import paths
 
 SETUPS = {"champion": {}, "shadow": {"CHALLENGER_MODELS_DIR": str(ROOT / "models"), "CHALLENGER_MODE": "shadow",
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     header("serving: /predict p50 with and without a shadow challenger")
     ensure_models()
-    image = next(paths.image_dir(ROOT / paths.RAW, "test").glob("*.jpg")).read_bytes()
+    image = first_image(ROOT / paths.RAW)
     rows = []
     for setup, extra in SETUPS.items():
         saved = {k: os.environ.get(k) for k in extra}

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 
 
 def _cpu_model() -> str:
@@ -109,3 +110,14 @@ def print_table(rows: Sequence[Sequence[object] | dict], columns: Sequence[str])
 def speedup(baseline_s: float, ours_s: float) -> str:
     """`baseline / ours` as `4.2x`."""
     return f"{baseline_s / ours_s:.1f}x" if ours_s > 0 else "inf"
+
+
+def first_image(raw: Path, split: str = "test") -> bytes:
+    """The first image of `split` in data/raw's archive (`raw` is data/raw): one real product photo to send."""
+    import zipfile
+
+    from product_classifier import paths
+
+    with zipfile.ZipFile(raw / paths.IMAGE_ARCHIVE) as zf:
+        name = next(n for n in sorted(zf.namelist()) if n.startswith(f"image_{split}/"))
+        return zf.read(name)

@@ -1,18 +1,30 @@
-"""Dry run at the real data's size: the `download` (sample generator) and `preprocess` stages
-on 84,916 products at 224 px, in a temporary git + DVC repository, then `dvc status` and a
-no-op `dvc repro` at that size. Prints wall time and peak memory per step.
+"""The pipeline at the real data's size, through the real source path, on a stand-in of the real host.
 
-    python benchmarks/full_scale.py                      # the real size (about 20 minutes and 33 GB of disk on 2 cores)
-    python benchmarks/full_scale.py --size 8500 --keep   # a fraction; keeps the repository
+The stand-in is the sample generator at the requested size and the real shape (the real class
+proportions and text quirks, 500x500 JPEGs, 13,812 unlabelled products per 84,916 labelled ones),
+packed as the host publishes it (the three CSVs and `images_low.zip`, `image_train/` and `image_test/`
+at its root) and served over HTTP from 127.0.0.1. The repository is this project's pipeline with its
+own params.yaml, except `data.source: huggingface` pointed at the stand-in. Each stage runs alone
+(`dvc repro --single-item`), measured: wall time, the stage's own "done in" time, peak RSS (largest
+process and whole process tree) and the disk it leaves; then `dvc status` and a no-op `dvc repro`.
 
-Not a `bench_*` script, so `make bench` skips it; `make bench-full` runs it.
+    python benchmarks/full_scale.py                         # every stage at the real size (84,916 products)
+    python benchmarks/full_scale.py --stages download preprocess --image-size 224   # the earlier dry run
+    python benchmarks/full_scale.py --sizes 2700 10800 27000   # `make bench-scale`: growth per stage
+
+With `--sizes` the pipeline runs at each size in turn and the table adds, per stage, the growth exponent
+between consecutive sizes, log(time ratio) / log(size ratio): 1 is linear, over 1 grows faster than the
+data. Not a `bench_*` script, so `make bench` skips it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import http.server
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -24,15 +36,18 @@ from pathlib import Path
 
 import psutil
 
-from common import header, print_table
+from common import header, machine, print_table
 from product_classifier import paths
+from product_classifier.sample import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import env, make_repo  # noqa: E402  (the tests' repository builder, reused as is)
+from conftest import env, make_repo, sh  # noqa: E402  (the tests' repository builder, reused as is)
 
-REAL_SIZE = 84_916
+REAL_SIZE, REAL_TEST_SIZE = 84_916, 13_812
+STAGES = ("download", "preprocess", "train_lstm", "train_vgg16", "fuse", "evaluate", "predict")
 MEMORY_BUDGET_MB = 8 * 1024
+ARCHIVE = "images_low.zip"
 
 
 class TreeMemory(threading.Thread):
@@ -89,50 +104,141 @@ def measure(name: str, cmd: str, repo: Path, log: Path) -> dict:
 
 
 def du_mb(path: Path) -> int:
+    if not path.exists():
+        return 0
     out = subprocess.run(["du", "-sm", str(path)], capture_output=True, text=True, check=True).stdout
     return int(out.split()[0])
 
 
+def standin(folder: Path, size: int, test_size: int, seed: int) -> dict:
+    """The real host's files for `size` labelled and `test_size` unlabelled products, in `folder`."""
+    generated = folder / "generated"
+    generated.mkdir(parents=True)
+    start = time.perf_counter()
+    generate(generated, size, seed, n_test=test_size)
+    for name in (paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST):
+        shutil.move(generated / name, folder / name)
+    # The generator's archive already has the real one's layout: image_train/ and image_test/ at its root, stored.
+    shutil.move(generated / paths.IMAGE_ARCHIVE, folder / ARCHIVE)
+    shutil.rmtree(generated)
+    return {"seconds": round(time.perf_counter() - start, 1), "archive_mb": round((folder / ARCHIVE).stat().st_size / 2**20)}
+
+
+@contextlib.contextmanager
+def serving(folder: Path):
+    """`folder` over HTTP on 127.0.0.1 (a free port), with Content-Length and Last-Modified as a CDN sends."""
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}/"
+        finally:
+            server.shutdown()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def run_pipeline(work: Path, size: int, test_size: int, image_size: int, stages: list[str], seed: int) -> dict:
+    """The stand-in at `size`, served; a repository pointed at it; each stage measured, then DVC's own cost."""
+    host = work / "host"
+    made = standin(host, size, test_size, seed)
+    print(f"stand-in: {size:,} + {test_size:,} products, {ARCHIVE} {made['archive_mb']:,} MiB, "
+          f"generated and packed in {made['seconds']} s", flush=True)
+    log = work / "log.txt"
+    rows = []
+    with serving(host) as url:
+        repo = make_repo(work / "repo", {"data": {"source": "huggingface", "url": url},
+                                         "preprocess": {"image_size": image_size}}, tiny=False)
+        print(f"repository: {repo}\nlog: {log}", flush=True)
+        for name in stages:
+            rows.append(measure(name, f"dvc repro --single-item {name}", repo, log))
+            print(json.dumps(rows[-1]), flush=True)
+    sh("git add -A && git commit -qm 'pipeline run'", repo)
+    for name, cmd in (("dvc status", "dvc status"), ("no-op dvc repro", "dvc repro")):
+        rows.append(measure(name, cmd, repo, log))
+        print(json.dumps(rows[-1]), flush=True)
+    disk = {p: du_mb(repo / p) for p in ("data/raw", "data/processed", "models", ".dvc/cache", str(paths.DOWNLOAD_CACHE))}
+    files = sum(1 for _ in (repo / paths.RAW).rglob("*"))  # what DVC checks on every `dvc status`
+    return {"size": size, "test_size": test_size, "image_size": image_size, "standin": made, "steps": rows,
+            "disk_mb": disk, "raw_files": files, "metrics": metrics(repo)}
+
+
+def metrics(repo: Path) -> dict:
+    path = repo / paths.EVALUATION / paths.METRICS_FILE
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return {model: data[model]["f1_weighted"] for model in ("fused", paths.LSTM, paths.VGG16)}
+
+
+def exponent(small: float, big: float, n_small: int, n_big: int) -> float | str:
+    if not small or not big:
+        return ""
+    return round(math.log(big / small) / math.log(n_big / n_small), 2)
+
+
+def growth_table(runs: list[dict]) -> list[dict]:
+    """Per step: time and tree peak memory at each size, and the growth exponent between consecutive sizes."""
+    table = []
+    for i, step in enumerate(r["step"] for r in runs[0]["steps"]):
+        row: dict = {"step": step}
+        for run in runs:
+            s = run["steps"][i]
+            row[f"s@{run['size']}"] = s["stage_s"] or s["wall_s"]
+            row[f"MiB@{run['size']}"] = s["peak_rss_tree_mb"]
+        for a, b in zip(runs, runs[1:], strict=False):
+            sa, sb = a["steps"][i], b["steps"][i]
+            row[f"exp {a['size']}->{b['size']}"] = exponent(sa["stage_s"] or sa["wall_s"], sb["stage_s"] or sb["wall_s"],
+                                                            a["size"], b["size"])
+        table.append(row)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=REAL_SIZE, help="training products (data.sample_size)")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--workdir", type=Path, default=None, help="where to build the repository (default: a temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the repository (and its DVC cache) afterwards")
+    parser.add_argument("--size", type=int, default=REAL_SIZE, help="labelled products (X_train)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="run at each of these sizes and print growth exponents")
+    parser.add_argument("--image-size", type=int, default=64, help="preprocess.image_size")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--workdir", type=Path, default=None, help="where to build (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the repositories (and their DVC caches)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    header(f"full-scale dry run: download + preprocess, {args.size:,} products at {args.image_size} px")
-    work = Path(tempfile.mkdtemp(prefix="full-scale-", dir=args.workdir))
-    repo = make_repo(work / "repo", {"data": {"sample_size": args.size},
-                                     "preprocess": {"image_size": args.image_size, "max_len": 48}})
-    log = work / "log.txt"
-    print(f"repository: {repo}\nlog: {log}\n", flush=True)
-    steps = [
-        ("download", "dvc repro download"),
-        ("preprocess", "dvc repro preprocess"),
-        ("dvc status", "dvc status"),
-        ("dvc status (2nd)", "dvc status"),
-        ("no-op dvc repro preprocess", "dvc repro preprocess"),
-    ]
-    rows = []
-    try:
-        for name, cmd in steps:
-            rows.append(measure(name, cmd, repo, log))
-            print(json.dumps(rows[-1]), flush=True)
-        sizes = {f"{p} MiB": du_mb(repo / p) for p in ("data/raw", "data/processed", ".dvc/cache")}
-        images = len(list(paths.image_dir(repo / paths.RAW, "train").iterdir()))
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print()
-    print_table(rows, ["step", "wall_s", "stage_s", "peak_rss_largest_mb", "peak_rss_tree_mb"])
-    print(f"training images: {images:,}; disk: {sizes}")
-    peak = max(r["peak_rss_tree_mb"] for r in rows)
-    print(f"peak memory of any step: {peak:,} MiB ({'under' if peak < MEMORY_BUDGET_MB else 'OVER'} the 8 GiB budget)")
+    sizes = args.sizes or [args.size]
+    header(f"the pipeline on a local stand-in of the real host: {', '.join(f'{n:,}' for n in sizes)} products, "
+           f"{args.image_size} px, stages {' '.join(args.stages)}")
+    runs = []
+    for size in sizes:
+        work = Path(tempfile.mkdtemp(prefix=f"full-scale-{size}-", dir=args.workdir))
+        try:
+            test_size = round(size * REAL_TEST_SIZE / REAL_SIZE)
+            runs.append(run_pipeline(work, size, test_size, args.image_size, args.stages, args.seed))
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+        run = runs[-1]
+        print()
+        print_table(run["steps"], ["step", "wall_s", "stage_s", "peak_rss_largest_mb", "peak_rss_tree_mb"])
+        print(f"{size:,} products: files under data/raw {run['raw_files']:,}; disk MiB {run['disk_mb']}; "
+              f"test f1_weighted {run['metrics']}")
+        peak = max(r["peak_rss_tree_mb"] for r in run["steps"])
+        print(f"peak memory of any step: {peak:,} MiB ({'under' if peak < MEMORY_BUDGET_MB else 'OVER'} the 8 GiB budget)",
+              flush=True)
+    if len(runs) > 1:
+        table = growth_table(runs)
+        print("\ngrowth per step (time: the stage's own 'done in' seconds, else wall; memory: whole process tree)")
+        print_table(table, list(table[0]))
+        worst = max((v for row in table[:len(args.stages)] for k, v in row.items() if k.startswith("exp") and v != ""),
+                    default=None)
+        print(f"largest time exponent of a stage: {worst}")
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "image_size": args.image_size, "steps": rows,
-                                         "disk_mb": sizes, "train_images": images}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

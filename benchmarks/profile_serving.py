@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from bench_serving import PASSWORD, ROOT, USER, VARIANTS, ensure_models, int8_model, load, start
-from common import header, print_table
+from common import first_image, header, print_table
 from product_classifier import paths
 
 # (part, frames that mark it): the first match wins, so the model's forward pass is never counted as overhead.
@@ -63,7 +63,7 @@ def main() -> None:
         raise SystemExit("py-spy not found: install the dev extra (make venv-dev)")
     header(f"profile: one client's /predict on the {args.variant} server, py-spy at 200 Hz")
     ensure_models()
-    image = next(paths.image_dir(ROOT / paths.RAW, "test").glob("*.jpg")).read_bytes()
+    image = first_image(ROOT / paths.RAW)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         int8 = int8_model(workdir) if args.variant == "int8" else workdir / "unused"

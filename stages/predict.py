@@ -9,7 +9,7 @@ from product_classifier.cli import stage
 def main(p):
     from product_classifier.batch import score
 
-    return score(p.predict.engine, paths.MODELS, paths.RAW / paths.X_TEST, paths.image_dir(paths.RAW, "test"),
+    return score(p.predict.engine, paths.MODELS, paths.RAW / paths.X_TEST, paths.images_url(paths.RAW, "test"),
                  paths.PREDICTIONS / paths.PREDICTIONS_FILE, chunk_size=p.predict.chunk_size,
                  actors=p.predict.actors, batch_size=p.predict.batch_size)
 

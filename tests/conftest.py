@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -82,15 +83,16 @@ PIPELINE_FILES = ("dvc.yaml", ".dvcignore", ".gitignore")
 PIPELINE_DIRS = ("stages", "src")
 
 
-def make_repo(path: Path, params: dict | None = None) -> Path:
-    """A fresh git + DVC repository holding this project's pipeline, committed once."""
+def make_repo(path: Path, params: dict | None = None, *, tiny: bool = True) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline, committed once; its params are the
+    project's with `TINY`'s changes (unless `tiny` is false), then `params`'s."""
     path.mkdir(parents=True, exist_ok=True)
     for name in PIPELINE_FILES:
         shutil.copy(PROJECT / name, path / name)
     for name in PIPELINE_DIRS:
         shutil.copytree(PROJECT / name, path / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     base = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    (path / "params.yaml").write_text(yaml.safe_dump(deep_update(base, deep_update(TINY, params or {})), sort_keys=False))
+    (path / "params.yaml").write_text(yaml.safe_dump(deep_update(base, deep_update(TINY if tiny else {}, params or {})), sort_keys=False))
     sh("git init -q -b main && dvc init -q && dvc config core.analytics false && git add -A && git commit -qm init", path)
     return path
 
@@ -98,6 +100,39 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
 def ran(output: str) -> list[str]:
     """The stages `dvc repro` (or `dvc exp run`) ran, in order, from its output."""
     return re.findall(r"Running stage '([a-z_0-9]+)'", output)
+
+
+def raw_images(raw: Path, split: str = "train") -> dict[str, bytes]:
+    """data/raw's images of `split` (from its archive), by file name, in name order."""
+    from product_classifier import paths
+
+    prefix = f"image_{split}/"
+    with zipfile.ZipFile(raw / paths.IMAGE_ARCHIVE) as zf:
+        return {n.removeprefix(prefix): zf.read(n) for n in sorted(zf.namelist()) if n.startswith(prefix)}
+
+
+def extract_raw_images(raw: Path, dest: Path, split: str = "train", names: list[str] | None = None) -> list[Path]:
+    """data/raw's images of `split` (all, or those of `names`) written as files in `dest`, as a user's folder has them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    images = raw_images(raw, split)
+    out = []
+    for name in images if names is None else names:
+        (dest / name).write_bytes(images[name])
+        out.append(dest / name)
+    return out
+
+
+def rewrite_raw_images(raw: Path, changes: dict[str, bytes | None]) -> None:
+    """data/raw's archive with entries (`image_train/<file name>`) replaced by new bytes, or removed (None)."""
+    from product_classifier import paths
+    from product_classifier.imagestore import write_archive
+
+    archive = raw / paths.IMAGE_ARCHIVE
+    with zipfile.ZipFile(archive) as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    entries.update(changes)
+    archive.unlink()  # a hard link into the DVC cache, maybe: never written through
+    write_archive(archive, ((n, data) for n, data in entries.items() if data is not None))
 
 
 QUALITY = ("accuracy", "f1_weighted", "f1_macro")

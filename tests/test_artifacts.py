@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import PROJECT, env
+from conftest import PROJECT, env, raw_images
 from product_classifier import paths
 from product_classifier.errors import DataError
 from product_classifier.predictor import Predictor, Product
@@ -123,7 +123,7 @@ def test_without_a_manifest_nothing_changes(models, lock):
 
 
 def test_predictor_loads_a_pruned_directory_and_answers_as_before(pruned, tiny_repo):
-    image = next(paths.image_dir(tiny_repo / paths.RAW).glob("*.jpg"))
+    image = next(iter(raw_images(tiny_repo / paths.RAW).values()))
     products = [Product("Piscine hors-sol tubulaire", "Bâche et pompe", image), Product("Figurine de collection")]
     served = Predictor.load(pruned).predict(products)
     reference = Predictor.load(tiny_repo / paths.MODELS).predict(products)

@@ -3,15 +3,15 @@ any products CSV + image folder, one row per product, one-line errors, nothing h
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pandas as pd
 import pytest
 
-from conftest import BIN, env, sh
+from conftest import BIN, env, extract_raw_images, sh
 from product_classifier import paths
 from product_classifier.batch import COLUMNS, MISSING_PANDAS
+from product_classifier.imagestore import write_archive
 
 pytestmark = pytest.mark.slow
 CLI = BIN / "product-classifier-predict"
@@ -24,9 +24,7 @@ def products(tiny_repo, tmp_path_factory):
     raw = tiny_repo / paths.RAW
     x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(5)
     images = home / "images"
-    images.mkdir()
-    for row in x.itertuples():
-        shutil.copy(paths.image_dir(raw, "test") / paths.image_name(row.imageid, row.productid), images)
+    extract_raw_images(raw, images, "test", [paths.image_name(r.imageid, r.productid) for r in x.itertuples()])
     (images / paths.image_name(x.imageid.iloc[1], x.productid.iloc[1])).unlink()
     (images / paths.image_name(x.imageid.iloc[2], x.productid.iloc[2])).write_bytes(b"not a jpeg")
     x.to_csv(home / "products.csv")
@@ -52,6 +50,21 @@ def test_scores_every_row_text_alone_without_a_usable_image(tiny_repo, products)
     for row in scored[scored["modalities"] == "text+image"].itertuples():
         assert row.prdtypecode == staged.at[row.productid, "prdtypecode"]
         assert row.confidence == pytest.approx(staged.at[row.productid, "confidence"], abs=1e-5)
+
+
+def test_a_folder_inside_a_zip_archive_scores_as_the_same_folder_does(tiny_repo, products, tmp_path):
+    """The form the predict stage reads data/raw's archive in (`zip://image_test::...`), with the same answers."""
+    home, _ = products
+    archive = tmp_path / "photos.zip"
+    write_archive(archive, sorted((f"image_test/{p.name}", p.read_bytes()) for p in (home / "images").iterdir()))
+    outs = {}
+    for kind, images in (("folder", home / "images"), ("archive", f"zip://image_test::{archive}")):
+        outs[kind] = tmp_path / f"{kind}.csv"
+        run(tiny_repo, home / "products.csv", images, "-o", outs[kind], check=True)
+    assert outs["archive"].read_text() == outs["folder"].read_text()
+    result = run(tiny_repo, home / "products.csv", f"zip://image_nope::{archive}", "-o", tmp_path / "x.csv")
+    assert result.returncode == 1 and "error: " in result.stderr and "no folder image_nope/ in the archive" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.parametrize("breakage, message", [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ import pytest
 import yaml
 from PIL import ExifTags, Image, ImageOps
 
+from conftest import raw_images
 from product_classifier import paths, sample
 from product_classifier.errors import ImageError
 from product_classifier.images import is_blank, load_image
@@ -53,15 +57,28 @@ def test_sample_text_is_messy_like_the_real_one(raw):
         assert marker in text, marker
 
 
-def image_path(raw, row):
-    return paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
+@functools.cache
+def train_images(raw: Path) -> dict[str, bytes]:
+    return raw_images(raw)
+
+
+def image_file(raw, row) -> io.BytesIO:
+    """A training product's image file, from data/raw's archive."""
+    return io.BytesIO(train_images(raw)[paths.image_name(row.imageid, row.productid)])
+
+
+def test_raw_data_is_three_csvs_and_one_image_archive(raw):
+    """What DVC hashes and checks on every `dvc status`: four files, whatever the number of images."""
+    assert sorted(p.name for p in raw.iterdir()) == sorted([paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST, paths.IMAGE_ARCHIVE])
+    x_train, x_test = (pd.read_csv(raw / name, index_col=0) for name in (paths.X_TRAIN, paths.X_TEST))
+    assert len(train_images(raw)) == len(x_train) and len(raw_images(raw, "test")) == len(x_test)
 
 
 def test_sample_images_are_padded_500px_jpegs(raw, x_train, image_kinds):
     for row in x_train.itertuples():
         if "unreadable" in image_kinds[row.Index]:
             continue
-        with Image.open(image_path(raw, row)) as img:
+        with Image.open(image_file(raw, row)) as img:
             assert img.format == "JPEG" and img.size == (500, 500)
             arr = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
             assert arr[:5].min() > 200 or arr[:, :5].min() > 200 or arr[-5:].min() > 200  # white padding
@@ -81,9 +98,9 @@ def image_kinds(raw, x_train):
     """Per row: how its JPEG is stored, and whether the shared decoder finds a usable image in it."""
     kinds = {}
     for row in x_train.itertuples():
-        path = image_path(raw, row)
+        path = image_file(raw, row)
         try:
-            usable = not is_blank(load_image(path, 32))
+            usable = not is_blank(load_image(path.getvalue(), 32))
         except ImageError:
             kinds[row.Index] = {"unreadable"}
             continue
@@ -133,7 +150,7 @@ def test_exif_rotated_sample_images_decode_upright(tiny_repo, raw, x_train, imag
     for index in rotated[:2]:
         row = x_train.loc[index]
         drawn = sample.make_image(int(labels[index]), np.random.default_rng([seed, int(index), 1])).resize((32, 32))
-        decoded = load_image(paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid), 32)
+        decoded = load_image(image_file(raw, row).getvalue(), 32)
         sideways = np.asarray(drawn.transpose(Image.Transpose.ROTATE_90), dtype=float)
         assert np.abs(decoded - np.asarray(drawn, dtype=float)).mean() < np.abs(decoded - sideways).mean()
 

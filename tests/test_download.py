@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from conftest import PROJECT, env
-from product_classifier.download import download_all, fetch, session
+from product_classifier import paths
+from product_classifier.download import download_all, fetch, repack_images, session
 from product_classifier.errors import DataError, DownloadError
+from product_classifier.imagestore import ImageStore
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -210,11 +212,18 @@ def test_download_all_lays_out_the_real_structure(server, tmp_path, archive):
     out.mkdir()
     counts = download_all(server, ("X.csv",), archive, tmp_path / "cache", out, {})
     assert (out / "X.csv").read_bytes() == b"x"
-    assert (out / "images/image_train/image_1_product_2.jpg").read_bytes() == b"jpg1"
-    assert (out / "images/image_test/image_3_product_4.jpg").read_bytes() == b"jpg3"
-    extracted = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert extracted == ["X.csv", "images/image_test/image_3_product_4.jpg", "images/image_train/image_1_product_2.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["X.csv", paths.IMAGE_ARCHIVE]  # one file for all the images
+    with zipfile.ZipFile(out / paths.IMAGE_ARCHIVE) as zf:  # image_train/ and image_test/ at the root, nothing else
+        assert sorted(zf.namelist()) == ["image_test/image_3_product_4.jpg", "image_train/image_1_product_2.jpg"]
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    assert ImageStore(paths.images_url(out, "train")).read("image_1_product_2.jpg") == b"jpg1"
+    assert ImageStore(paths.images_url(out, "test")).read_many(["image_3_product_4.jpg", "image_1_product_2.jpg"]) == {
+        "image_3_product_4.jpg": b"jpg3", "image_1_product_2.jpg": None}
     assert counts == {"images": 2, "skipped": 0 if archive == "images.zip" else 3}
+    # The same source archive gives the same bytes (fixed timestamps): DVC sees no change on a rerun.
+    first = (out / paths.IMAGE_ARCHIVE).read_bytes()
+    repack_images(tmp_path / "cache" / archive, out / paths.IMAGE_ARCHIVE)
+    assert (out / paths.IMAGE_ARCHIVE).read_bytes() == first
 
 
 def test_archive_without_image_folders_is_a_clear_error(server, tmp_path):
@@ -249,8 +258,9 @@ def test_download_stage_from_huggingface_source(server, tmp_path):
     assert run.returncode == 0, run.stderr
     assert '"images": 2, "skipped": 3' in run.stdout
     raw = tmp_path / "data/raw"
-    assert sorted(p.name for p in raw.iterdir()) == ["X_test_update.csv", "X_train_update.csv", "Y_train_CVw08PX.csv", "images"]
-    assert (raw / "images/image_train/image_1_product_2.jpg").read_bytes() == b"jpg1"
+    assert sorted(p.name for p in raw.iterdir()) == ["X_test_update.csv", "X_train_update.csv", "Y_train_CVw08PX.csv",
+                                                     paths.IMAGE_ARCHIVE]
+    assert ImageStore(paths.images_url(raw, "train")).read("image_1_product_2.jpg") == b"jpg1"
     # Offline: one line, nothing written.
     Handler.files.clear()
     (tmp_path / ".cache").rename(tmp_path / "old-cache")

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from test_batch import run
 
-from conftest import BIN, PROJECT, copy_repo, free_port, sh
+from conftest import BIN, PROJECT, copy_repo, extract_raw_images, free_port, sh
 from product_classifier import paths
 from product_classifier.ray_engine import MISSING_RAY
 
@@ -55,9 +55,7 @@ def products(tiny_repo, tmp_path_factory):
     raw = tiny_repo / paths.RAW
     x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(12)
     images = home / "images"
-    images.mkdir()
-    for row in x.itertuples():
-        shutil.copy(paths.image_dir(raw, "test") / paths.image_name(row.imageid, row.productid), images)
+    extract_raw_images(raw, images, "test", [paths.image_name(r.imageid, r.productid) for r in x.itertuples()])
     (images / paths.image_name(x.imageid.iloc[1], x.productid.iloc[1])).unlink()
     (images / paths.image_name(x.imageid.iloc[2], x.productid.iloc[2])).write_bytes(b"not a jpeg")
     x.to_csv(home / "products.csv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import PROJECT, env
+from conftest import PROJECT, env, raw_images, rewrite_raw_images
 from product_classifier import paths
 
 pytestmark = pytest.mark.slow
@@ -47,9 +48,16 @@ def workdir(tiny_repo, tmp_path):
     return tmp_path
 
 
-def first_image(raw: Path) -> Path:
+def first_image(raw: Path) -> str:
+    """The first product's image, as data/raw's archive names it."""
     row = pd.read_csv(raw / paths.X_TRAIN, index_col=0).iloc[0]
-    return paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
+    return paths.image_member("train", row.imageid, row.productid)
+
+
+def blank_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (500, 500), "white").save(out, format="JPEG")
+    return out.getvalue()
 
 
 def edit_csv(path: Path, fn) -> None:
@@ -68,7 +76,11 @@ BREAKAGES = {
                       ["row 3: unknown prdtypecode 9999"]),
     "non_integer_id": (lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.__setitem__("productid", df["productid"].astype(str).str.replace("^", "p", regex=True))),
                        ["productid must be an integer"]),
-    "no_image_at_all": (lambda raw: shutil.rmtree(raw / "images"), ["no usable image among", "file not found"]),
+    "no_image_archive": (lambda raw: (raw / paths.IMAGE_ARCHIVE).unlink(), [paths.IMAGE_ARCHIVE, "not found"]),
+    "image_archive_not_a_zip": (lambda raw: (raw / paths.IMAGE_ARCHIVE).write_bytes(b"<html>rate limited</html>"),
+                                [paths.IMAGE_ARCHIVE, "not a valid zip archive"]),
+    "no_image_at_all": (lambda raw: rewrite_raw_images(raw, dict.fromkeys(
+        [f"image_train/{name}" for name in raw_images(raw)], None)), ["no folder image_train/ in the archive"]),
 }
 
 
@@ -82,9 +94,9 @@ def test_preprocess_rejects_bad_input(workdir, case):
 
 
 BAD_ROWS = {
-    "corrupt_image": lambda raw: first_image(raw).write_bytes(b"\xff\xd8\xff\xe0 garbage"),
-    "blank_image": lambda raw: Image.new("RGB", (500, 500), "white").save(first_image(raw)),
-    "missing_image": lambda raw: first_image(raw).unlink(),
+    "corrupt_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): b"\xff\xd8\xff\xe0 garbage"}),
+    "blank_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): blank_jpeg()}),
+    "missing_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): None}),
     "no_usable_word": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), [" 🎁 !! ", " "])),
     "empty_text": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), ["", ""])),
 }

@@ -1,4 +1,5 @@
-"""Batch scoring: a products CSV (the `X_*.csv` layout) and its image folder -> a predictions CSV.
+"""Batch scoring: a products CSV (the `X_*.csv` layout) and its images (a folder, or imagestore.py's URLs) -> a
+predictions CSV.
 
 The same `Predictor` and preprocessing as serving and `evaluate`; the CSV is read and scored in
 chunks, so a file of any size streams, and the output appears whole or not at all. A product whose
@@ -25,13 +26,13 @@ from . import paths
 from .atomic import atomic_path
 from .cli import one_line_errors
 from .errors import DataError, ImageError, UserError
+from .imagestore import ImageStore
 from .labels import category
 from .predictor import Predictor, Prepared, Product
 
 COLUMNS = ("productid", "imageid", "prdtypecode", "category", "confidence", "modalities")
 EMPTY = {"prdtypecode": "", "category": "", "confidence": "", "modalities": ""}  # a product that cannot be scored
 ENGINES = ("local", "ray")
-ImageSource = Path | bytes | None
 DEFAULT_CHUNK = 256
 MISSING_PANDAS = "product-classifier-predict reads CSVs with pandas, which is not installed: " \
     "pip install 'product-classifier[batch]' (the serving image has no pandas)"
@@ -66,18 +67,14 @@ def prepare(predictor: Predictor, product: Product) -> tuple[Prepared | None, st
         return None, str(exc)
 
 
-def folder_images(images: Path) -> Callable[[str], Path | None]:
-    """An image's file in the folder `images`, None if it has none (the product is then scored from its text)."""
-    def image_of(name: str) -> Path | None:
-        path = images / name
-        return path if path.is_file() else None
-
-    return image_of
+def chunk_images(store: ImageStore, chunk) -> dict[str, bytes | None]:
+    """The images of a chunk's products by file name, read in one call (None for a product that has none)."""
+    return store.read_many([paths.image_name(i, p) for i, p in zip(chunk["imageid"], chunk["productid"], strict=True)])
 
 
-def score_rows(predictor: Predictor, chunk, image_of: Callable[[str], ImageSource]) -> tuple[list[dict], list[str]]:
+def score_rows(predictor: Predictor, chunk, image_of: Callable[[str], bytes | None]) -> tuple[list[dict], list[str]]:
     """One chunk of the CSV -> its output rows (in order) and why any product was not scored, in the order of
-    the rows left empty. `image_of(file name)`: the image (a path or its bytes), None if there is none.
+    the rows left empty. `image_of(file name)`: the image's bytes, None if there is none.
     Both engines score through here: the local one in this process, the Ray one inside each actor."""
     prepared, problems = [], []
     for row in chunk.itertuples():
@@ -100,29 +97,29 @@ def score_rows(predictor: Predictor, chunk, image_of: Callable[[str], ImageSourc
     return rows, problems
 
 
-def check_inputs(csv_path: Path, images: Path, chunksize: int) -> int:
-    """Fail fast with one line on a missing folder or a bad CSV; the number of products otherwise."""
+def check_inputs(csv_path: Path, images: str | Path, chunksize: int) -> int:
+    """Fail fast with one line on a missing image folder or a bad CSV; the number of products otherwise."""
     if chunksize < 1:
         raise UserError(f"chunk size must be at least 1, got {chunksize}")
-    if not Path(images).is_dir():
-        raise UserError(f"{images}: image folder not found")
+    ImageStore(images).check()
     return count_rows(Path(csv_path), chunksize)
 
 
-def score_csv(predictor: Predictor, csv_path: Path, images: Path, out: Path, chunksize: int = DEFAULT_CHUNK,
+def score_csv(predictor: Predictor, csv_path: Path, images: str | Path, out: Path, chunksize: int = DEFAULT_CHUNK,
               progress: bool | None = None, total: int | None = None) -> dict:
-    """Score every product of `csv_path` (images in `images/`) into `out` (CSV, or Parquet for `.parquet`),
-    atomically. Returns counts: `products`, `not_scored`, and products per modalities used (`text+image`, `text`)."""
-    csv_path, images, out = Path(csv_path), Path(images), Path(out)
+    """Score every product of `csv_path` (images in the store `images`: imagestore.py) into `out` (CSV, or Parquet
+    for `.parquet`), atomically. Returns counts: `products`, `not_scored`, and products per modalities used
+    (`text+image`, `text`)."""
+    csv_path, out = Path(csv_path), Path(out)
     total = check_inputs(csv_path, images, chunksize) if total is None else total
-    image_of = folder_images(images)
+    store = ImageStore(images)
     counts = {"products": 0, "not_scored": 0}
     problems: list[str] = []
     with output(out) as write, \
             tqdm(total=total, unit="product", desc="scoring", disable=None if progress is None else not progress,
                  file=sys.stderr) as bar:
         for chunk in read_chunks(csv_path, chunksize):
-            rows, bad = score_rows(predictor, chunk, image_of)
+            rows, bad = score_rows(predictor, chunk, chunk_images(store, chunk).get)
             write(rows)
             problems += bad
             tally(counts, rows)
@@ -182,16 +179,16 @@ def score(engine: str, models: Path, source: Path | str, images: Path | str, out
         return score_ray(models, source, images, out, actors=actors, batch_size=batch_size, address=address)
     if engine != "local":
         raise UserError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    total = check_inputs(Path(source), Path(images), chunk_size)  # before loading the models: fail in a second
-    return score_csv(Predictor.load(models), Path(source), Path(images), out, chunk_size, total=total)
+    total = check_inputs(Path(source), images, chunk_size)  # before loading the models: fail in a second
+    return score_csv(Predictor.load(models), Path(source), images, out, chunk_size, total=total)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="product-classifier-predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("csv", help="products CSV (Parquet too with --engine ray; a path or, with Ray, any "
                         "fsspec URL): designation, description, productid, imageid")
-    parser.add_argument("images", help="folder of image_{imageid}_product_{productid}.jpg files (with Ray, "
-                        "also any fsspec URL such as s3://bucket/images)")
+    parser.add_argument("images", help="folder of image_{imageid}_product_{productid}.jpg files, or an fsspec URL: "
+                        "zip://image_test::/path/images.zip (a folder in a zip archive), s3://bucket/images (s3fs)")
     parser.add_argument("-o", "--out", type=Path, default=paths.PREDICTIONS / paths.PREDICTIONS_FILE,
                         help="predictions to write, CSV or .parquet (default: %(default)s)")
     parser.add_argument("-m", "--models", type=Path, default=paths.MODELS, help="trained models (default: %(default)s)")

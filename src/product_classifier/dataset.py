@@ -1,4 +1,4 @@
-"""Reading and validating the raw Rakuten files (X_*.csv, Y_*.csv, images/)."""
+"""Reading and validating the raw Rakuten files (X_*.csv, Y_*.csv; the images are in imagestore.py's archive)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def check_frame(df: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> pd.Da
 
 
 def read_products(raw: Path) -> pd.DataFrame:
-    """X_train joined with its labels, plus each product's image path."""
+    """X_train joined with its labels, plus each product's image file name (in `paths.images_url(raw, "train")`)."""
     x = read_csv(raw / paths.X_TRAIN, X_COLUMNS)
     y = read_csv(raw / paths.Y_TRAIN, Y_COLUMNS)
     if not x.index.equals(y.index):
@@ -74,6 +74,5 @@ def read_products(raw: Path) -> pd.DataFrame:
     # An empty designation is kept: like any text with no usable word, it is scored from the image.
     df = x.join(y)
     df["label"] = df["prdtypecode"].map(INDEX).astype("int16")
-    folder = paths.image_dir(raw, "train")
-    df["image_path"] = [str(folder / paths.image_name(i, p)) for i, p in zip(df["imageid"], df["productid"], strict=True)]
+    df["image"] = [paths.image_name(i, p) for i, p in zip(df["imageid"], df["productid"], strict=True)]
     return df

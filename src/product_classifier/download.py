@@ -3,9 +3,10 @@
 Each file is checked against the size the server announces (`Content-Length`, `Content-Range`)
 and, where `data.sha256` pins one, its sha256. A partial `.part` file resumes with a Range
 request guarded by `If-Range` (the ETag, else Last-Modified, saved beside it), so a file that
-changed on the server restarts from zero instead of being spliced. The image archive is laid out
-as `images/image_{train,test}/` whether it holds those folders at its root (the original
-project's `images_low.zip`) or under `images/`; macOS junk (`__MACOSX/`, `._*`) is skipped.
+changed on the server restarts from zero instead of being spliced. The image archive is repacked
+as data/raw keeps it (`images.zip`, `image_{train,test}/` at its root, read in place) whether it holds those
+folders at its root (the original project's `images_low.zip`) or under `images/`; macOS junk (`__MACOSX/`,
+`._*`) is skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from urllib3.util.retry import Retry
 
 from . import paths
 from .errors import DataError, DownloadError
+from .imagestore import write_archive
 
 CHUNK = 1 << 16  # small enough that a cut transfer keeps nearly all it received
 
@@ -167,21 +169,22 @@ def _verify(path: Path, sha256: str | None, name: str | None = None) -> None:
 
 def download_all(url: str, files: tuple[str, ...], image_archive: str, cache: Path, out: Path,
                  sha256: dict[str, str]) -> dict:
-    """Fetch `files` and the image archive into the resumable `cache`, then lay them out in `out`
-    as the real data is; returns how many images were extracted and how many junk entries skipped."""
+    """Fetch `files` and the image archive into the resumable `cache`, then lay them out in `out` as data/raw
+    keeps them; returns how many images were archived and how many junk entries skipped."""
     http = session()
     for name in (*files, image_archive):
         fetch(url + name, cache / name, http=http, sha256=sha256.get(name))
     for name in files:
         shutil.copyfile(cache / name, out / name)
-    return extract_images(cache / image_archive, out)
+    return repack_images(cache / image_archive, out / paths.IMAGE_ARCHIVE)
 
 
 IMAGE_FOLDERS = ("image_train", "image_test")
 
 
-def image_member(name: str) -> PurePosixPath | None:
-    """Where an archive entry goes under `images/`, or None for folders, macOS junk and other files.
+def normalized_member(name: str) -> str | None:
+    """Where an archive entry goes in data/raw's archive (`image_train/...`, `image_test/...`), or None for
+    folders, macOS junk and other files.
 
     Accepts `image_train/...` at the root (images_low.zip), `images/image_train/...` (images.zip)
     or any other prefix before the `image_train` / `image_test` folder."""
@@ -190,12 +193,13 @@ def image_member(name: str) -> PurePosixPath | None:
         return None
     for i, part in enumerate(parts[:-1]):
         if part in IMAGE_FOLDERS:
-            return PurePosixPath(*parts[i:])
+            return str(PurePosixPath(*parts[i:]))
     return None
 
 
-def extract_images(archive: Path, out: Path) -> dict:
-    images = paths.image_dir(out, "train").parent  # data/raw/images/
+def repack_images(archive: Path, dest: Path) -> dict:
+    """The source's archive as data/raw keeps it: only the image folders, at the root, uncompressed, with fixed
+    timestamps (the same images give the same file). Every entry is read, so a corrupt one fails here."""
     counts = {"images": 0, "skipped": 0}
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -204,19 +208,12 @@ def extract_images(archive: Path, out: Path) -> dict:
                 name = PurePosixPath(member.filename)
                 if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
                     raise DataError(f"{archive.name}: unsafe path {member.filename!r} in archive")
-            for member in members:
-                target = image_member(member.filename)
-                if target is None:
-                    counts["skipped"] += not member.is_dir()
-                    continue
-                dest = images / target
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(member) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-                counts["images"] += 1
-    except zipfile.BadZipFile:
+            kept = [(target, member) for member in members if (target := normalized_member(member.filename))]
+            counts["skipped"] = sum(not member.is_dir() for member in members) - len(kept)
+            if not any(target.startswith("image_train/") for target, _ in kept):
+                raise DataError(f"{archive.name} holds no image_train/ folder (expected at its root or under images/)")
+            counts["images"] = write_archive(dest, ((target, zf.read(member)) for target, member in kept))
+    except zipfile.BadZipFile as exc:
         archive.unlink()
-        raise DataError(f"{archive.name} is not a valid zip file; it was removed, run again") from None
-    if not paths.image_dir(out, "train").is_dir():
-        raise DataError(f"{archive.name} holds no image_train/ folder (expected at its root or under images/)")
+        raise DataError(f"{archive.name} is not a valid zip file ({exc}); it was removed, run again") from None
     return counts

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -56,9 +55,10 @@ _REDUCIBLE = {"P": "RGBA", "PA": "RGBA", "1": "L", "I;16": "I", "I;16L": "I", "I
 BLANK_RANGE = 8  # max-min pixel spread below which an image carries no information
 
 
-def load_image(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
-    """Decode `source` (a path or the file's bytes) to a (size, size, 3) uint8 array."""
-    name = "image" if isinstance(source, bytes) else str(source)
+def load_image(source: str | os.PathLike | bytes, size: int, name: str | None = None) -> np.ndarray:
+    """Decode `source` (a path or the file's bytes) to a (size, size, 3) uint8 array; errors name it `name`
+    (default: the path, or "image")."""
+    name = name or ("image" if isinstance(source, bytes) else str(source))
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with warnings.catch_warnings():
@@ -143,9 +143,9 @@ def is_blank(arr: np.ndarray) -> bool:
     return int(arr.max()) - int(arr.min()) < BLANK_RANGE
 
 
-def load_image_checked(path: str | Path, size: int) -> np.ndarray:
+def load_image_checked(source: str | os.PathLike | bytes, size: int, name: str | None = None) -> np.ndarray:
     """`load_image` for training data, where a blank image is an error too."""
-    arr = load_image(path, size)
+    arr = load_image(source, size, name)
     if is_blank(arr):
-        raise ImageError(f"{path}: image is blank (a single colour)")
+        raise ImageError(f"{name or source}: image is blank (a single colour)")
     return arr

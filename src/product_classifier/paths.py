@@ -15,6 +15,7 @@ DOWNLOAD_CACHE = Path(".cache/downloads")
 X_TRAIN = "X_train_update.csv"
 Y_TRAIN = "Y_train_CVw08PX.csv"
 X_TEST = "X_test_update.csv"
+IMAGE_ARCHIVE = "images.zip"  # every image (image_train/, image_test/), read in place: imagestore.py
 SPLITS = ("train", "val", "test")
 
 # data/processed/ files
@@ -60,9 +61,14 @@ def imagenet_weights() -> Path:
     return keras_home() / "models" / IMAGENET_NOTOP
 
 
-def image_dir(raw: Path, split: str = "train") -> Path:
-    """Where the images are laid out (`images/image_train/...`), whatever the archive's layout."""
-    return raw / "images" / f"image_{split}"
+def image_member(split: str, imageid: int, productid: int) -> str:
+    """A product's image inside data/raw's archive."""
+    return f"image_{split}/{image_name(imageid, productid)}"
+
+
+def images_url(raw: Path, split: str = "train") -> str:
+    """The `split`'s images in data/raw's archive, as an fsspec URL (`imagestore.ImageStore` reads it)."""
+    return f"zip://image_{split}::{(Path(raw) / IMAGE_ARCHIVE).resolve()}"
 
 
 def image_name(imageid: int, productid: int) -> str:

@@ -16,6 +16,7 @@ from .atomic import atomic_path
 from .dataset import read_products
 from .errors import DataError, ImageError
 from .images import load_image_checked
+from .imagestore import ImageStore
 from .params import PreprocessParams
 from .splits import stratified_split
 from .text import Vocabulary, clean_text
@@ -27,14 +28,18 @@ PRODUCTS, IMAGES, TOKENS, LABELS, VOCAB = (
 NO_IMAGE = 255  # what a row without a usable image holds in images.npy: white, like a blank photo
 
 
-def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tuple[int, str]]:
+def _decode_chunk(args: tuple[str, str, int, list[tuple[int, str]]]) -> list[tuple[int, str]]:
     """Decode images into rows of the shared on-disk array; return (row, error) for bad ones."""
-    array_path, size, jobs, n = args
+    array_path, images, size, jobs = args
     out = np.lib.format.open_memmap(array_path, mode="r+")
+    store = ImageStore(images)
     bad = []
-    for row, path in jobs:
+    for row, name in jobs:
+        data = store.read(name)
         try:
-            out[row] = load_image_checked(path, size)
+            if data is None:
+                raise ImageError(f"{name}: not in {images}")
+            out[row] = load_image_checked(data, size, name)
         except ImageError as exc:
             out[row] = NO_IMAGE
             bad.append((row, str(exc)))
@@ -44,22 +49,23 @@ def _decode_chunk(args: tuple[str, int, list[tuple[int, str]], int]) -> list[tup
     return bad
 
 
-def decode_images(image_paths: list[str], array_path: Path, size: int, workers: int = 0) -> list[tuple[int, str]]:
-    """Stream images into a (n, size, size, 3) uint8 .npy file, in parallel, never all in RAM.
+def decode_images(images: str, names: list[str], array_path: Path, size: int, workers: int = 0) -> list[tuple[int, str]]:
+    """Stream the files `names` of the store `images` (a folder or URL: imagestore.py) into a
+    (n, size, size, 3) uint8 .npy file, in parallel, never all in RAM.
 
     Returns (row, reason) for each image that is missing, unreadable or blank; its row is white."""
-    n = len(image_paths)
+    n = len(names)
     arr = np.lib.format.open_memmap(array_path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     del arr
     workers = workers or os.cpu_count() or 1
     chunk = max(1, min(512, math.ceil(n / (workers * 4))))
-    jobs = list(enumerate(image_paths))
-    tasks = [(str(array_path), size, jobs[i : i + chunk], n) for i in range(0, n, chunk)]
+    jobs = list(enumerate(names))
+    tasks = [(str(array_path), images, size, jobs[i : i + chunk]) for i in range(0, n, chunk)]
     bad: list[tuple[int, str]] = []
     with ProcessPoolExecutor(workers) as pool, tqdm(total=n, unit="img", desc="images", disable=None, file=sys.stderr) as bar:
         for task, result in zip(tasks, pool.map(_decode_chunk, tasks), strict=True):
             bad.extend(result)
-            bar.update(len(task[2]))
+            bar.update(len(task[3]))
     return sorted(bad)
 
 
@@ -68,9 +74,11 @@ def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
     image model skips it, the predictor scores it from its text), one whose text has no usable word
     has `has_text` false (its tokens are the unknown-text input)."""
     df = read_products(raw)
+    images = paths.images_url(raw, "train")
+    ImageStore(images).check()  # here, in one line, not in every worker
     texts = [clean_text(d, s) for d, s in zip(df["designation"], df["description"], strict=True)]
     with atomic_path(out, is_dir=True) as tmp:
-        bad = decode_images(list(df["image_path"]), tmp / IMAGES, p.image_size, p.workers)
+        bad = decode_images(images, list(df["image"]), tmp / IMAGES, p.image_size, p.workers)
         df["has_image"] = True
         df.iloc[[row for row, _ in bad], df.columns.get_loc("has_image")] = False
         if not df["has_image"].any():
@@ -85,7 +93,7 @@ def run(raw: Path, out: Path, p: PreprocessParams) -> dict:
         vocab.save(tmp / VOCAB)
         np.save(tmp / TOKENS, vocab.encode(texts))
         np.save(tmp / LABELS, df["label"].to_numpy())
-        df.drop(columns=["image_path"]).to_csv(tmp / PRODUCTS)
+        df.drop(columns=["image"]).to_csv(tmp / PRODUCTS)
     counts = {s: int((split == s).sum()) for s in ("train", "val", "test")}
     return {"rows": len(df), "vocabulary": vocab.size, **counts,
             "without_image": int((~df["has_image"]).sum()), "without_text": int((~df["has_text"]).sum())}

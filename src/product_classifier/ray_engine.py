@@ -3,7 +3,7 @@
 The same rows as the local engine (batch.py): each actor loads the served predictor once (the model files
 travel through Ray's object store, so the workers need no copy of `models/`) and scores its batches through
 `batch.score_rows`. The products' CSV or Parquet is read in blocks with backpressure, so memory stays bounded
-whatever its size; images come from a folder or any fsspec URL (`s3://bucket/images`: the workers read it
+whatever its size; images come from a folder or any fsspec URL (imagestore.py; `s3://bucket/images`: the workers read it
 with their own credentials, e.g. the nodes' AWS_* environment). The driver writes the rows in the input's
 order, atomically (batch.output). Ray is imported here only, and only when used: the `scale` extra.
 """
@@ -17,10 +17,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from . import paths
-from .batch import COLUMNS, EMPTY, output, read_chunks, score_rows, tally, warn
+from .batch import COLUMNS, EMPTY, chunk_images, output, read_chunks, score_rows, tally, warn
 from .dataset import X_COLUMNS
 from .errors import UserError
+from .imagestore import ImageStore, is_url
 from .predictor import Predictor
 
 MISSING_RAY = "--engine ray needs Ray Data, which is not installed: pip install 'product-classifier[scale]'"
@@ -66,10 +66,6 @@ def reach(address: str | None, timeout: float = 10) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
-def is_url(location: str | os.PathLike) -> bool:
-    return "://" in str(location)
-
-
 def model_files(models: Path) -> dict[str, bytes]:
     """What the served predictor reads (ONNX models, vocabulary, fusion; not the Keras files), by relative path."""
     Predictor.load(models)  # fails here, in one line, on missing or broken artifacts: not in every actor
@@ -81,7 +77,6 @@ class Scorer:
     """One Ray actor: the predictor loaded once from the shipped model files, then batch after batch."""
 
     def __init__(self, models: list, images: str):
-        import fsspec
         import ray
 
         self.folder = tempfile.mkdtemp(prefix="product-classifier-models-")
@@ -91,29 +86,12 @@ class Scorer:
             path.write_bytes(data)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
         self.predictor = Predictor.load(self.folder, threads=max(1, int(cpus)))
-        self.fs, root = fsspec.core.url_to_fs(images)
-        self.root = root.rstrip("/")
-
-    def images(self, batch) -> dict[str, bytes | None]:
-        """The batch's images by file name in one call (s3fs fetches them concurrently); None for one that is
-        missing or cannot be read (the product is then scored from its text, as the local engine does)."""
-        names = [paths.image_name(i, p) for i, p in zip(batch["imageid"], batch["productid"], strict=True)]
-        found = self.fs.cat([f"{self.root}/{name}" for name in names], on_error="return") if names else {}
-        out = {}
-        for name in names:
-            data = found.get(f"{self.root}/{name}")
-            if isinstance(data, OSError):  # missing, a folder, no permission: as the local engine's is_file()/ImageError
-                data = None
-            elif isinstance(data, BaseException):
-                raise data
-            out[name] = data
-        return out
+        self.images = ImageStore(images)
 
     def __call__(self, batch):
         import pandas as pd
 
-        images = self.images(batch)
-        rows, problems = score_rows(self.predictor, batch, images.get)
+        rows, problems = score_rows(self.predictor, batch, chunk_images(self.images, batch).get)
         why = iter(problems)
         for row in rows:
             row[PROBLEM] = next(why) if row["modalities"] == "" else None
@@ -148,8 +126,7 @@ def check(source: str, images: str) -> None:
         next(iter(read_chunks(Path(source), 1)), None)
     elif not is_url(source) and not Path(source).exists():
         raise UserError(f"{source}: file not found")
-    if not is_url(images) and not Path(images).is_dir():
-        raise UserError(f"{images}: image folder not found")
+    ImageStore(images).check()
 
 
 def score_ray(models: Path, source: str | os.PathLike, images: str | os.PathLike, out: Path, *, actors: int = 2,

@@ -13,6 +13,8 @@ greyscale, progressive and EXIF-rotated JPEGs. Which rows get a quirk is drawn f
 
 from __future__ import annotations
 
+import io
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -25,9 +27,11 @@ from PIL import Image, ImageDraw
 from PIL.ExifTags import Base as ExifTag
 
 from . import paths
+from .imagestore import write_archive
 from .labels import CLASSES, REAL_COUNTS
 
 IMAGE_SIDE = 500
+IMAGE_CHUNK = 256  # images a worker encodes per task: its results (about 6 MB) wait in order to be archived
 
 # Own words of each class (French first, a little English and German as in the catalogue).
 KEYWORDS: dict[int, list[str]] = {
@@ -196,8 +200,8 @@ def make_image(code: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def save_image(img: Image.Image, path: str, quirk: str, rng: np.random.Generator) -> None:
-    """Write one photo as the catalogue has it: mostly baseline RGB JPEG, sometimes one of IMAGE_QUIRKS."""
+def encode_image(img: Image.Image, quirk: str, rng: np.random.Generator) -> bytes:
+    """One photo's file as the catalogue has it: mostly baseline RGB JPEG, sometimes one of IMAGE_QUIRKS."""
     exif = None
     if quirk == "blank":
         img = Image.new("RGB", img.size, (255, 255, 255) if rng.random() < 0.5 else (238, 238, 238))
@@ -211,16 +215,20 @@ def save_image(img: Image.Image, path: str, quirk: str, rng: np.random.Generator
     options = {"quality": 85, "progressive": quirk == "progressive"}
     if exif is not None:
         options["exif"] = exif.tobytes()
-    img.save(path, format="JPEG", **options)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", **options)
+    data = out.getvalue()
     if quirk == "truncated":  # a transfer cut short: the first part of the file only
-        with open(path, "r+b") as fh:
-            fh.truncate(os.path.getsize(path) * 2 // 5)
+        data = data[: len(data) * 2 // 5]
+    return data
 
 
-def _write_images(jobs: Sequence[tuple[int, int, int, str, str]]) -> None:
-    for seed, index, code, path, quirk in jobs:
+def _encode_images(jobs: Sequence[tuple[int, int, int, str]]) -> list[bytes]:
+    out = []
+    for seed, index, code, quirk in jobs:
         rng = np.random.default_rng([seed, index, 1])
-        save_image(make_image(code, rng), path, quirk, rng)
+        out.append(encode_image(make_image(code, rng), quirk, rng))
+    return out
 
 
 def assign_quirks(n: int, shares: dict[str, float], rng: np.random.Generator) -> list[str]:
@@ -250,12 +258,13 @@ def _table(codes: Sequence[int], seed: int, offset: int, quirks: Sequence[str]) 
     return pd.DataFrame(rows, index=pd.RangeIndex(offset, offset + len(codes)))
 
 
-def generate(out: Path, n: int, seed: int, workers: int = 0) -> None:
-    """Write the sample's CSVs and images under `out` in the real data layout."""
+def generate(out: Path, n: int, seed: int, workers: int = 0, n_test: int | None = None) -> None:
+    """Write the sample's CSVs and image archive under `out` in data/raw's layout: `n` labelled products and
+    `n_test` unlabelled ones (default a tenth; the real data has 13,812 for 84,916)."""
     rng = np.random.default_rng(seed)
     codes = np.repeat(list(class_counts(n)), list(class_counts(n).values()))
     rng.shuffle(codes)
-    n_test = max(10, len(codes) // 10)
+    n_test = max(10, len(codes) // 10) if n_test is None else n_test
     test_codes = rng.choice(codes, size=n_test)
     quirk_rng = np.random.default_rng([seed, 2])
     splits = []
@@ -268,14 +277,14 @@ def generate(out: Path, n: int, seed: int, workers: int = 0) -> None:
     pd.DataFrame({"prdtypecode": codes}, index=train.index).to_csv(out / paths.Y_TRAIN)
     test.to_csv(out / paths.X_TEST)
 
-    jobs = []
+    jobs, members = [], []
     for split, table, split_codes, image_quirks in splits:
-        folder = paths.image_dir(out, split)
-        folder.mkdir(parents=True, exist_ok=True)
         for index, row, code, quirk in zip(table.index, table.itertuples(), split_codes, image_quirks, strict=True):
-            jobs.append((seed, int(index), int(code), str(folder / paths.image_name(row.imageid, row.productid)), quirk))
+            jobs.append((seed, int(index), int(code), quirk))
+            members.append(paths.image_member(split, row.imageid, row.productid))
     workers = workers or os.cpu_count() or 1
-    chunk = math.ceil(len(jobs) / (workers * 4))
+    chunk = max(1, min(IMAGE_CHUNK, math.ceil(len(jobs) / (workers * 4))))
     chunks = [jobs[i : i + chunk] for i in range(0, len(jobs), chunk)]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_write_images, chunks))
+        encoded = itertools.chain.from_iterable(pool.map(_encode_images, chunks))
+        write_archive(out / paths.IMAGE_ARCHIVE, zip(members, encoded, strict=True))

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import env, listening_port, process, wait_until_up
+from conftest import env, extract_raw_images, listening_port, process, wait_until_up
 from product_classifier import paths
 from serving.app import create_app
 from serving.config import load_settings
@@ -55,11 +55,11 @@ def jpeg(size=(500, 500), mode="RGB", fmt="JPEG", blank=False, **save) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def train_images(tiny_repo) -> list[Path]:
-    """The sample's usable training photos (it also holds truncated and blank ones, on purpose)."""
+def train_images(tiny_repo, tmp_path_factory) -> list[Path]:
+    """The sample's usable training photos as files (it also holds truncated and blank ones, on purpose)."""
     products = pd.read_csv(tiny_repo / paths.PROCESSED / paths.PRODUCTS_FILE, index_col=0)
-    folder = paths.image_dir(tiny_repo / paths.RAW, "train")
-    return sorted(folder / paths.image_name(r.imageid, r.productid) for r in products.itertuples() if r.has_image)
+    names = sorted(paths.image_name(r.imageid, r.productid) for r in products.itertuples() if r.has_image)
+    return extract_raw_images(tiny_repo / paths.RAW, tmp_path_factory.mktemp("train-images"), names=names)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from conftest import raw_images
 from product_classifier import paths
 from product_classifier.labels import CLASSES
 from serving.app import create_app
@@ -247,14 +248,15 @@ def test_no_skew_between_evaluate_and_the_api(client, auth, tiny_repo):
     evaluated = pd.read_csv(tiny_repo / paths.METRICS / "evaluate" / paths.PREDICTIONS_FILE, keep_default_na=False)
     products = pd.read_csv(raw / paths.X_TRAIN, index_col=0).set_index("productid")
     sample = evaluated.sample(n=min(25, len(evaluated)), random_state=0)
+    images = raw_images(raw)
     for row in sample.itertuples():
         product = products.loc[row.productid]
-        image = paths.image_dir(raw, "train") / paths.image_name(row.imageid, row.productid)
+        name = paths.image_name(row.imageid, row.productid)
         form = {"designation": product.designation}
         if isinstance(product.description, str):
             form["description"] = product.description
         # evaluate scored an unreadable image file as no image; a client sends no image for it
-        files = {"image": (image.name, image.read_bytes())} if "image" in row.modalities else None
+        files = {"image": (name, images[name])} if "image" in row.modalities else None
         response = client.post("/predict", data=form, files=files, headers=auth)
         body = response.json()
         assert body["prdtypecode"] == row.predicted, f"product {row.productid}"

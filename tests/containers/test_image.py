@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port
+from conftest import free_port, raw_images
 
 from .conftest import IMAGE_SIZE_BUDGET, LABEL, Engine, wait_for
 
@@ -69,9 +69,9 @@ def test_ready_token_and_predict_from_the_host(container, tiny_repo):
     token = httpx.post(f"{base}/token", data={"username": USER, "password": PASSWORD})
     assert token.status_code == 200, token.text
     auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    image = next((tiny_repo / "data" / "raw" / "images" / "image_train").glob("*.jpg"))
+    name, image = next(iter(raw_images(tiny_repo / "data" / "raw").items()))
     response = httpx.post(f"{base}/predict", data={"designation": "Piscine hors-sol tubulaire"},
-                          files={"image": (image.name, image.read_bytes(), "image/jpeg")}, headers=auth, timeout=60)
+                          files={"image": (name, image, "image/jpeg")}, headers=auth, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["modalities"] == ["text", "image"] and body["model_version"] and body["top_k"]

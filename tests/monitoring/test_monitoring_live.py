@@ -31,7 +31,7 @@ from monitoring_helpers import (
     relay_secret_file,
 )
 
-from conftest import free_port, listening_port, process, wait_until_up
+from conftest import extract_raw_images, free_port, listening_port, process, wait_until_up
 from product_classifier import paths
 
 pytestmark = [
@@ -85,7 +85,7 @@ def send_traffic(base: str, images: list[Path]) -> int:
 @pytest.fixture(scope="module")
 def prometheus(tiny_repo, tmp_path_factory) -> Prometheus:
     tmp = tmp_path_factory.mktemp("monitoring-live")
-    images = sorted(paths.image_dir(tiny_repo / paths.RAW, "train").glob("*.jpg"))[:3]
+    images = extract_raw_images(tiny_repo / paths.RAW, tmp / "images")[:3]
     assert images, "the tiny pipeline left no training images"
     prometheus_port = free_port()  # Prometheus scrapes itself at the address it is given
     prom = f"http://127.0.0.1:{prometheus_port}"
