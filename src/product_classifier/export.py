@@ -92,11 +92,24 @@ def _onnx_bytes_via_tensorflow(model: keras.Model, tmp: Path) -> bytes:
     return tmp.read_bytes()
 
 
+def _layers(model: keras.Model):
+    """Every layer of `model`, those of nested models included."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
 def _onnx_bytes(model: keras.Model, tmp: Path) -> bytes:
     import onnx
 
     if keras.backend.backend() != "tensorflow":
         return _onnx_bytes_via_tensorflow(model, tmp)
+    if any(isinstance(layer, keras.layers.Normalization) for layer in _layers(model)):
+        # Keras's export would leave its mean and variance as graph inputs: straight to the frozen graph. Trying
+        # Keras's export first, as before, put the image model's stage peak at 5.8 GB instead of 4.3 GB (measured
+        # 2026-12-03 on 300 images: TensorFlow keeps what the discarded export built).
+        return _onnx_bytes_tf(model)
     model.export(tmp, format="onnx", verbose=False)
     data = tmp.read_bytes()
     if len(onnx.load_from_string(data).graph.input) > len(model.inputs):
