@@ -226,6 +226,27 @@ def test_download_all_lays_out_the_real_structure(server, tmp_path, archive):
     assert (out / paths.IMAGE_ARCHIVE).read_bytes() == first
 
 
+def test_an_archive_already_laid_out_as_data_raw_keeps_it_is_linked_not_copied(server, tmp_path):
+    """The real images_low.zip has image_train/ at its root; without junk, data/raw's archive is that very file."""
+    entries = {"image_train/": b"", "image_train/image_1_product_2.jpg": b"jpg1", "image_test/image_3_product_4.jpg": b"jpg3"}
+    Handler.files["images_low.zip"] = _zip(entries)
+    out = tmp_path / "raw"
+    out.mkdir()
+    counts = download_all(server, (), "images_low.zip", tmp_path / "cache", out, {})
+    assert counts == {"images": 2, "skipped": 0}
+    assert (out / paths.IMAGE_ARCHIVE).samefile(tmp_path / "cache/images_low.zip")
+    assert ImageStore(paths.images_url(out, "train")).read("image_1_product_2.jpg") == b"jpg1"
+    # Every entry is still read: a damaged one fails the stage here, not later in preprocess.
+    damaged = bytearray(_zip({"image_train/image_1_product_2.jpg": b"jpg1" * 100}))
+    damaged[damaged.index(b"jpg1jpg1") + 5] ^= 0xFF  # inside the entry's data, so its CRC no longer matches
+    Handler.files["images_low.zip"] = bytes(damaged)
+    other = tmp_path / "raw2"
+    other.mkdir()
+    with pytest.raises(DataError, match="not a valid zip file .bad CRC-32"):
+        download_all(server, (), "images_low.zip", tmp_path / "cache2", other, {})
+    assert not (tmp_path / "cache2/images_low.zip").exists() and list(other.iterdir()) == []
+
+
 def test_archive_without_image_folders_is_a_clear_error(server, tmp_path):
     Handler.files["images_low.zip"] = _zip({"photos/a.jpg": b"x", "__MACOSX/image_train/._a.jpg": b"x"})
     with pytest.raises(DataError, match="no image_train/ folder"):
