@@ -6,6 +6,7 @@ import io
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +55,17 @@ def first_image(raw: Path) -> str:
     return paths.image_member("train", row.imageid, row.productid)
 
 
+def damage_entry(archive: Path, name: str) -> None:
+    """Flip a byte inside one entry's data, so that reading it fails its CRC check (the archive stays readable)."""
+    with zipfile.ZipFile(archive) as zf:
+        info = zf.getinfo(name)
+    data = bytearray(archive.read_bytes())
+    archive.unlink()  # maybe a hard link into the DVC cache: never written through
+    offset = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)  # the local header's size
+    data[offset + info.compress_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+
+
 def blank_jpeg() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (500, 500), "white").save(out, format="JPEG")
@@ -97,6 +109,7 @@ BAD_ROWS = {
     "corrupt_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): b"\xff\xd8\xff\xe0 garbage"}),
     "blank_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): blank_jpeg()}),
     "missing_image": lambda raw: rewrite_raw_images(raw, {first_image(raw): None}),
+    "damaged_archive_entry": lambda raw: damage_entry(raw / paths.IMAGE_ARCHIVE, first_image(raw)),
     "no_usable_word": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), [" 🎁 !! ", " "])),
     "empty_text": lambda raw: edit_csv(raw / paths.X_TRAIN, lambda df: df.iloc.__setitem__((0, [0, 1]), ["", ""])),
 }

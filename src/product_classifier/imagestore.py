@@ -1,7 +1,7 @@
 """Where product images are kept and read from: a folder, a folder inside a zip archive, or any fsspec URL.
 
-`data/raw/images.zip` holds every image of the data (`image_train/` and `image_test/` at its root, stored
-uncompressed: JPEGs do not deflate) and is read in place, so DVC hashes and checks one file where it had one
+`data/raw/images.zip` holds every image of the data (`image_train/` and `image_test/` at its root; the sample and
+a repacked download store them uncompressed, as JPEGs do not deflate) and is read in place, so DVC hashes and checks one file where it had one
 per image (93,416 at the real size). A store is named by a folder path or an fsspec URL:
 `zip://image_test::/abs/data/raw/images.zip` (`paths.images_url`), `s3://bucket/images`. A process opens an
 archive once: fsspec keeps one instance per URL, and a forked worker starts with none of its parent's.
@@ -59,7 +59,7 @@ class ImageStore:
         out = {}
         for name in names:
             data = found.get(f"{self.root}/{name}")
-            if isinstance(data, OSError):  # missing, a folder, no permission
+            if isinstance(data, (OSError, zipfile.BadZipFile)):  # missing, a folder, no permission, a damaged entry
                 data = None
             elif isinstance(data, BaseException):
                 raise data

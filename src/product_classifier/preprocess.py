@@ -38,7 +38,7 @@ def _decode_chunk(args: tuple[str, str, int, list[tuple[int, str]]]) -> list[tup
         data = store.read(name)
         try:
             if data is None:
-                raise ImageError(f"{name}: not in {images}")
+                raise ImageError(f"{name}: missing from {images}, or damaged")
             out[row] = load_image_checked(data, size, name)
         except ImageError as exc:
             out[row] = NO_IMAGE
