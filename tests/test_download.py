@@ -227,7 +227,7 @@ def test_download_all_lays_out_the_real_structure(server, tmp_path, archive):
 
 
 def test_an_archive_already_laid_out_as_data_raw_keeps_it_is_linked_not_copied(server, tmp_path):
-    """The real images_low.zip has image_train/ at its root; without junk, data/raw's archive is that very file."""
+    """An archive with image_train/ and image_test/ at its root and no junk is data/raw's archive as it is."""
     entries = {"image_train/": b"", "image_train/image_1_product_2.jpg": b"jpg1", "image_test/image_3_product_4.jpg": b"jpg3"}
     Handler.files["images_low.zip"] = _zip(entries)
     out = tmp_path / "raw"
