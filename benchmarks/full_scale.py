@@ -2,8 +2,8 @@
 
 The stand-in is the sample generator at the requested size and the real shape (the real class
 proportions and text quirks, 500x500 JPEGs, 13,812 unlabelled products per 84,916 labelled ones),
-packed as the host publishes it (the three CSVs and `images_low.zip`, `image_train/` and `image_test/`
-at its root) and served over HTTP from 127.0.0.1. The repository is this project's pipeline with its
+packed as the host publishes it (the three CSVs and `images_low.zip`: `image_train/` and `image_test/`
+at its root, an AppleDouble `__MACOSX/` entry per image) and served over HTTP from 127.0.0.1. The repository is this project's pipeline with its
 own params.yaml, except `data.source: huggingface` pointed at the stand-in. Each stage runs alone
 (`dvc repro --single-item`), measured: wall time, the stage's own "done in" time, peak RSS (largest
 process and whole process tree) and the disk it leaves; then `dvc status` and a no-op `dvc repro`.
@@ -32,12 +32,14 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import psutil
 
 from common import header, machine, print_table
 from product_classifier import paths
+from product_classifier.imagestore import FIXED_TIME
 from product_classifier.sample import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +50,7 @@ REAL_SIZE, REAL_TEST_SIZE = 84_916, 13_812
 STAGES = ("download", "preprocess", "train_lstm", "train_vgg16", "fuse", "evaluate", "predict")
 MEMORY_BUDGET_MB = 8 * 1024
 ARCHIVE = "images_low.zip"
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(4070)  # the 4 KiB header a Mac writes
 
 
 class TreeMemory(threading.Thread):
@@ -119,7 +122,13 @@ def standin(folder: Path, size: int, test_size: int, seed: int) -> dict:
     for name in (paths.X_TRAIN, paths.Y_TRAIN, paths.X_TEST):
         shutil.move(generated / name, folder / name)
     # The generator's archive already has the real one's layout: image_train/ and image_test/ at its root, stored.
+    # The real one was zipped on a Mac: an AppleDouble entry under __MACOSX/ beside each image (SPEC.md), added too.
     shutil.move(generated / paths.IMAGE_ARCHIVE, folder / ARCHIVE)
+    with zipfile.ZipFile(folder / ARCHIVE, "a", zipfile.ZIP_STORED) as zf:
+        images = [name for name in zf.namelist() if not name.endswith("/")]
+        for name in images:
+            folder_, file = name.rsplit("/", 1)
+            zf.writestr(zipfile.ZipInfo(f"__MACOSX/{folder_}/._{file}", FIXED_TIME), APPLEDOUBLE)
     shutil.rmtree(generated)
     return {"seconds": round(time.perf_counter() - start, 1), "archive_mb": round((folder / ARCHIVE).stat().st_size / 2**20)}
 

@@ -69,7 +69,7 @@ def prepare(predictor: Predictor, product: Product) -> tuple[Prepared | None, st
 
 def chunk_images(store: ImageStore, chunk) -> dict[str, bytes | None]:
     """The images of a chunk's products by file name, read in one call (None for a product that has none)."""
-    return store.read_many([paths.image_name(i, p) for i, p in zip(chunk["imageid"], chunk["productid"], strict=True)])
+    return store.read_many(paths.image_names(chunk))
 
 
 def score_rows(predictor: Predictor, chunk, image_of: Callable[[str], bytes | None]) -> tuple[list[dict], list[str]]:

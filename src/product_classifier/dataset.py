@@ -74,5 +74,5 @@ def read_products(raw: Path) -> pd.DataFrame:
     # An empty designation is kept: like any text with no usable word, it is scored from the image.
     df = x.join(y)
     df["label"] = df["prdtypecode"].map(INDEX).astype("int16")
-    df["image"] = [paths.image_name(i, p) for i, p in zip(df["imageid"], df["productid"], strict=True)]
+    df["image"] = paths.image_names(df)
     return df

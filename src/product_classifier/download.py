@@ -198,6 +198,7 @@ def normalized_member(name: str) -> str | None:
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
+    dest.unlink(missing_ok=True)
     try:
         os.link(src, dest)
     except OSError:  # another file system, or links not allowed
@@ -205,9 +206,11 @@ def _link_or_copy(src: Path, dest: Path) -> None:
 
 
 def repack_images(archive: Path, dest: Path) -> dict:
-    """The source's archive as data/raw keeps it: only the image folders, at the root. An archive already laid
-    out so is linked as it is; any other is rewritten, uncompressed, with fixed timestamps (the same images give
-    the same file). Every entry is read, so a corrupt one fails here."""
+    """The source's archive as data/raw keeps it: the image folders at its root. An archive already laid out so
+    (images_low.zip) is linked as it is, its macOS junk left in place: readers name the files they read, so
+    `__MACOSX/` is never opened. Any other layout (`images/image_train/...`) is rewritten, uncompressed, with fixed
+    timestamps (the same images give the same file) and without the junk. Every entry is read, so a corrupt one
+    fails here."""
     counts = {"images": 0, "skipped": 0}
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -220,7 +223,7 @@ def repack_images(archive: Path, dest: Path) -> dict:
             counts["skipped"] = sum(not member.is_dir() for member in members) - len(kept)
             if not any(target.startswith("image_train/") for target, _ in kept):
                 raise DataError(f"{archive.name} holds no image_train/ folder (expected at its root or under images/)")
-            if counts["skipped"] == 0 and all(target == member.filename for target, member in kept):
+            if all(target == member.filename for target, member in kept):
                 # Already data/raw's layout: read every entry (CRC-checked) and link the file, not a second copy of
                 # it written (at 27,000 products the copy made the stage grow faster than the data: exponent 1.27).
                 if (bad := zf.testzip()) is not None:

@@ -47,7 +47,7 @@ def test_products(data: Processed, raw: Path, start: int = 0, stop: int | None =
     A slice at a time, so that a split of any size is scored without holding its images in memory."""
     rows = data.rows("test")[start:stop]
     df = data.products.iloc[rows]
-    names = [paths.image_name(i, p) for i, p in zip(df["imageid"], df["productid"], strict=True)]
+    names = paths.image_names(df)
     images = ImageStore(paths.images_url(raw, "train")).read_many(names)
     products = [Product(r.designation, r.description, images[name]) for r, name in zip(df.itertuples(), names, strict=True)]
     return products, data.labels[rows]

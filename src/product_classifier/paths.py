@@ -73,3 +73,8 @@ def images_url(raw: Path, split: str = "train") -> str:
 
 def image_name(imageid: int, productid: int) -> str:
     return f"image_{imageid}_product_{productid}.jpg"
+
+
+def image_names(products) -> list[str]:
+    """The image file name of each row of a frame with `imageid` and `productid` columns, in order."""
+    return [image_name(i, p) for i, p in zip(products["imageid"], products["productid"], strict=True)]

@@ -32,10 +32,10 @@ def _decode_chunk(args: tuple[str, str, int, list[tuple[int, str]]]) -> list[tup
     """Decode images into rows of the shared on-disk array; return (row, error) for bad ones."""
     array_path, images, size, jobs = args
     out = np.lib.format.open_memmap(array_path, mode="r+")
-    store = ImageStore(images)
+    found = ImageStore(images).read_many([name for _, name in jobs])
     bad = []
     for row, name in jobs:
-        data = store.read(name)
+        data = found[name]
         try:
             if data is None:
                 raise ImageError(f"{name}: missing from {images}, or damaged")
