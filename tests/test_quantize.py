@@ -134,9 +134,11 @@ def test_int8_within_the_bounds_is_served_and_evaluated(accepted, refused, tiny_
     float_evaluated = pd.read_csv(tiny_repo / EVALUATED, keep_default_na=False)
     assert not np.allclose(evaluated["confidence"], float_evaluated["confidence"], atol=1e-6)
     from product_classifier.evaluation import test_products
+    from product_classifier.imagestore import ImageStore
     from product_classifier.preprocess import Processed
 
-    products, _ = test_products(Processed(repo / paths.PROCESSED), repo / paths.RAW)
+    store = ImageStore(paths.images_url(repo / paths.RAW, "train"))
+    products, _ = test_products(Processed(repo / paths.PROCESSED), store)
     answers = predictor.predict(products, strict_image=False)
     assert [str(a.code) for a in answers] == evaluated["predicted"].astype(str).tolist()
     assert [a.confidence for a in answers] == pytest.approx(evaluated["confidence"].tolist(), abs=1e-5)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT
-from product_classifier import evaluation
+from product_classifier import evaluation, paths
+from product_classifier.imagestore import ImageStore
 from product_classifier.predictor import Predictor
 from product_classifier.preprocess import Processed
 
@@ -21,7 +22,8 @@ TOLERANCE = 1e-4
 
 
 def test_onnx_runtime_matches_keras_on_the_test_split(tiny_repo):
-    products, _ = evaluation.test_products(Processed(tiny_repo / "data/processed"), tiny_repo / "data/raw")
+    store = ImageStore(paths.images_url(tiny_repo / "data/raw", "train"))
+    products, _ = evaluation.test_products(Processed(tiny_repo / "data/processed"), store)
     served, keras_ = Predictor.load(tiny_repo / "models"), Predictor.load_keras(tiny_repo / "models")
     ours = [p for i in range(0, len(products), 64) for p in served.predict(products[i : i + 64], strict_image=False)]
     ref = [p for i in range(0, len(products), 64) for p in keras_.predict(products[i : i + 64], strict_image=False)]

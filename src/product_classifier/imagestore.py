@@ -3,8 +3,9 @@
 `data/raw/images.zip` holds every image of the data (`image_train/` and `image_test/` at its root; the sample and
 a repacked download store them uncompressed, as JPEGs do not deflate) and is read in place, so DVC hashes and checks one file where it had one
 per image (93,416 at the real size). A store is named by a folder path or an fsspec URL:
-`zip://image_test::/abs/data/raw/images.zip` (`paths.images_url`), `s3://bucket/images`. A process opens an
-archive once: fsspec keeps one instance per URL, and a forked worker starts with none of its parent's.
+`zip://image_test::/abs/data/raw/images.zip` (`paths.images_url`), `s3://bucket/images`. Opening a store on an
+archive reads the archive's whole directory (1.7 s at the real size's 197,456 entries, measured; fsspec makes a
+new instance for each chained URL it is given), so a process opens one store and reads every chunk through it.
 """
 
 from __future__ import annotations
