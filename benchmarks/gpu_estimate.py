@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
 from common import header, print_table
+from full_scale import REAL_SIZE
 
-REAL_SIZE = 84_916
-TRAIN_VAL_SHARE = 0.85  # preprocess's default val_size and test_size of 0.15: train + val are what the stage forwards
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def flops(model) -> int:
@@ -64,9 +65,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from product_classifier.models import build_vgg16_base
+    from product_classifier.params import load_params
 
     header("VGG16 feature pass: FLOPs, this CPU's throughput, and one GPU's (estimated)")
-    forwarded = round(args.products * TRAIN_VAL_SHARE)
+    # train_vgg16 forwards the train and val splits: all but params.yaml's test share
+    forwarded = round(args.products * (1 - load_params(ROOT / "params.yaml").preprocess.test_size))
     rows = []
     for size in args.sizes:
         base = build_vgg16_base(size, "none")
