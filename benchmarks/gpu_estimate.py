@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
 from common import header, print_table
-from full_scale import REAL_SIZE
-
-ROOT = Path(__file__).resolve().parents[1]
+from full_scale import REAL_SIZE, ROOT
 
 
 def flops(model) -> int:
