@@ -1,12 +1,11 @@
 """Writing a trained Keras model: its `.keras` file, byte for byte the same for the same weights, and its ONNX
 export, the format serving runs (with ONNX Runtime, no TensorFlow).
 
-Keras's own `model.export(format="onnx")` does it (through tf2onnx under TensorFlow), except that it
-leaves tensors a layer computes once (the `Normalization` mean and variance of the image head) as extra
-graph inputs. For such a model, under TensorFlow, the forward pass is traced, every captured value
-frozen into a constant and the frozen graph converted with tf2onnx (the text model's LSTM loop does
-not survive that freezing, hence not always). The export is checked against Keras on `example`
-before it is written.
+Under TensorFlow, tf2onnx's `from_keras` freezes the forward pass (every weight and every tensor a layer
+computed once, such as the image head's `Normalization` mean and variance, becomes a constant) and converts
+it, with the few graph optimizers that matter here (`OPTIMIZERS`). Under another backend a TensorFlow
+process converts the saved `.keras` file. The export is checked against Keras on `example` before it is
+written.
 """
 
 from __future__ import annotations
@@ -60,19 +59,28 @@ def save_keras(model: keras.Model, path: Path) -> None:
             archive.writestr(entry, data)
 
 
-def _onnx_bytes_tf(model: keras.Model) -> bytes:
+def _optimizers() -> dict:
+    """tf2onnx's optimizers for these models: transposes folded into the convolutions, constants folded, identities
+    and back-to-back casts and transposes removed. tf2onnx's default list (twelve) copies the whole graph, weights
+    included, before each one; for VGG16 it cost 3.3 s more and 1.2 GiB more peak memory for one more node and the
+    same outputs and latency (benchmarks/bench_export.py, docs/performance.md)."""
+    from tf2onnx.optimizer.back_to_back_optimizer import BackToBackOptimizer
+    from tf2onnx.optimizer.const_fold_optimizer import ConstFoldOptimizer
+    from tf2onnx.optimizer.identity_optimizer import IdentityOptimizer
+    from tf2onnx.optimizer.transpose_optimizer import TransposeOptimizer
+
+    return {"optimize_transpose": TransposeOptimizer, "fold_constants": ConstFoldOptimizer,
+            "remove_identity": IdentityOptimizer, "remove_back_to_back": BackToBackOptimizer}
+
+
+def _onnx_bytes_tf(model: keras.Model, optimizers: dict | None) -> bytes:
     import tensorflow as tf
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    (inp,) = model.inputs
-    spec = tf.TensorSpec(inp.shape, inp.dtype, name=inp.name)
-    frozen = convert_variables_to_constants_v2(tf.function(lambda x: model(x, training=False)).get_concrete_function(spec))
     patch_tf2onnx()  # tf2onnx still looks for numpy 1 names
-    proto, _ = tf2onnx.convert.from_graph_def(
-        frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
-        output_names=[t.name for t in frozen.outputs], opset=OPSET)
+    specs = [tf.TensorSpec(inp.shape, inp.dtype, name=inp.name) for inp in model.inputs]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=specs, opset=OPSET, optimizers=optimizers)
     return proto.SerializeToString()
 
 
@@ -92,29 +100,10 @@ def _onnx_bytes_via_tensorflow(model: keras.Model, tmp: Path) -> bytes:
     return tmp.read_bytes()
 
 
-def _layers(model: keras.Model):
-    """Every layer of `model`, those of nested models included."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-
-
 def _onnx_bytes(model: keras.Model, tmp: Path) -> bytes:
-    import onnx
-
     if keras.backend.backend() != "tensorflow":
         return _onnx_bytes_via_tensorflow(model, tmp)
-    if any(isinstance(layer, keras.layers.Normalization) for layer in _layers(model)):
-        # Keras's export would leave its mean and variance as graph inputs: straight to the frozen graph. Trying
-        # Keras's export first, as before, put the image model's stage peak at 5.8 GB instead of 4.3 GB (measured
-        # 2026-12-03 on 300 images: TensorFlow keeps what the discarded export built).
-        return _onnx_bytes_tf(model)
-    model.export(tmp, format="onnx", verbose=False)
-    data = tmp.read_bytes()
-    if len(onnx.load_from_string(data).graph.input) > len(model.inputs):
-        return _onnx_bytes_tf(model)
-    return data
+    return _onnx_bytes_tf(model, _optimizers())
 
 
 def export_onnx(model: keras.Model, path: Path, example: np.ndarray) -> float:
