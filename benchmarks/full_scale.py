@@ -199,7 +199,9 @@ def exponent(small: float, big: float, n_small: int, n_big: int) -> float | str:
 
 
 def growth_table(runs: list[dict]) -> list[dict]:
-    """Per step: time and tree peak memory at each size, and the growth exponent between consecutive sizes."""
+    """Per step: time and tree peak memory at each size, and the growth exponent between consecutive sizes and,
+    with three sizes or more, between the first and the last (one run's noise at a middle size moves it least)."""
+    pairs = list(zip(runs, runs[1:], strict=False)) + ([(runs[0], runs[-1])] if len(runs) > 2 else [])
     table = []
     for i, step in enumerate(r["step"] for r in runs[0]["steps"]):
         row: dict = {"step": step}
@@ -207,7 +209,7 @@ def growth_table(runs: list[dict]) -> list[dict]:
             s = run["steps"][i]
             row[f"s@{run['size']}"] = s["stage_s"] or s["wall_s"]
             row[f"MiB@{run['size']}"] = s["peak_rss_tree_mb"]
-        for a, b in zip(runs, runs[1:], strict=False):
+        for a, b in pairs:
             sa, sb = a["steps"][i], b["steps"][i]
             row[f"exp {a['size']}->{b['size']}"] = exponent(sa["stage_s"] or sa["wall_s"], sb["stage_s"] or sb["wall_s"],
                                                             a["size"], b["size"])
