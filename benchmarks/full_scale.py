@@ -255,9 +255,13 @@ def main() -> None:
         table = growth_table(runs)
         print("\ngrowth per step (time: the stage's own 'done in' seconds, else wall; memory: whole process tree)")
         print_table(table, list(table[0]))
-        worst = max((v for row in table[:len(args.stages)] for k, v in row.items() if k.startswith("exp") and v != ""),
-                    default=None)
-        print(f"largest time exponent of a stage: {worst}")
+        stage_rows = table[:len(args.stages)]
+        first_last = [f"exp {runs[0]['size']}->{runs[-1]['size']}"] if len(runs) > 2 else []
+        for label, keys in (("between consecutive sizes", [k for k in table[0] if k.startswith("exp") and k not in first_last]),
+                            ("first to last size", first_last)):
+            worst = max((row[k] for row in stage_rows for k in keys if row[k] != ""), default=None)
+            if worst is not None:
+                print(f"largest time exponent of a stage, {label}: {worst}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "runs": runs}, indent=2))
 
