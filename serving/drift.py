@@ -45,12 +45,6 @@ def js_divergence(p, q) -> float:
     return float(min(1.0, max(0.0, (kl(p) + kl(q)) / 2)))
 
 
-def class_mix(indices, n_classes: int) -> np.ndarray:
-    """Share of each class index among `indices`."""
-    counts = np.bincount(np.asarray(list(indices), dtype=np.int64), minlength=n_classes).astype(np.float64)
-    return counts / counts.sum() if counts.sum() else counts
-
-
 def g_test_p_values(counts, reference) -> np.ndarray:
     """p-value of a G-test of each row of observed class `counts` (one window per row) against the `reference`
     mix, rare cells pooled: NaN for an empty window. Windows of one size share their pooling, so they are

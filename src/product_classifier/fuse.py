@@ -10,7 +10,7 @@ import numpy as np
 from . import paths
 from .atomic import atomic_path, write_json
 from .fusion import Fusion, fit_fusion
-from .labels import CLASSES, NUM_CLASSES
+from .labels import NUM_CLASSES
 from .params import Params, QuantizeParams
 from .predictor import Predictor, batched, load_onnx_steps
 from .preprocess import Processed
@@ -106,11 +106,10 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
     data = Processed(processed)
     predictor = Predictor(*load_onnx_steps(models), fusion=None)  # the served runtime's probabilities
     # Fitted where it is used: products with both a usable text and a usable image.
-    va, tr = data.rows("val", with_image=True, with_text=True), data.rows("train")
+    va = data.rows("val", with_image=True, with_text=True)
     p_text = batched(predictor.text_proba, data.tokens, va)
     p_image = batched(predictor.image_proba, data.images, va)
     fusion = fit_fusion(p_text, p_image, data.labels[va], p.fuse.method, seed=p.train.seed)
-    mix = np.bincount(data.labels[tr], minlength=NUM_CLASSES) / len(tr)
     fused = fusion.combine(p_text, p_image)
     val_accuracy = float((fused.argmax(1) == data.labels[va]).mean())
     figures = {"method": fusion.method, "text_weight": fusion.text_weight,
@@ -125,9 +124,6 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
                 served, served_fused = {"image_model": paths.INT8_IMAGE_MODEL}, int8_fused
         write_json(tmp / paths.FUSION_FILE, {
             "fusion": fusion.to_dict(),
-            "classes": list(CLASSES),
-            "class_mix": [round(float(m), 6) for m in mix],
-            "val_accuracy": val_accuracy,
             "drift_reference": drift_reference(served_fused),  # what the served model predicts
             **served,
         })

@@ -169,13 +169,12 @@ class Predictor:
     ONNX Runtime sessions when loaded with `load` (served), compiled Keras models with `load_keras`."""
 
     def __init__(self, text_step: Forward, vocab: Vocabulary, image_step: Forward, image_size: int,
-                 fusion: Fusion | None, class_mix: list[float] | None = None, image_precision: str = FLOAT32):
+                 fusion: Fusion | None, image_precision: str = FLOAT32):
         self._text_step = text_step
         self.vocab = vocab
         self._image_step = image_step
         self.image_size = image_size
         self.fusion = fusion
-        self.class_mix = class_mix
         self.image_precision = image_precision  # of the image model that runs: "float32" or "int8"
 
     @classmethod
@@ -200,8 +199,7 @@ class Predictor:
 
     @classmethod
     def _with_fusion(cls, fused: dict, steps: tuple, image_precision: str) -> Predictor:
-        return cls(*steps, fusion=Fusion.from_dict(fused["fusion"]), class_mix=fused.get("class_mix"),
-                   image_precision=image_precision)
+        return cls(*steps, fusion=Fusion.from_dict(fused["fusion"]), image_precision=image_precision)
 
     # -- preprocessing: the same functions preprocess used on the training data --
     def prepare(self, product: Product, strict_image: bool = True) -> Prepared:
