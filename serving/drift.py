@@ -87,7 +87,7 @@ class DriftWindow:
     """Predicted class indices and confidences of the last `window_seconds` (at most `max_size`)."""
 
     def __init__(self, reference, window_seconds: float, max_size: int, min_samples: int,
-                 low_confidence: float = 0.5, clock=time.monotonic):
+                 low_confidence: float, clock=time.monotonic):
         self.reference = np.asarray(reference, dtype=np.float64)
         self.window_seconds = window_seconds
         self.min_samples = min_samples

@@ -71,7 +71,7 @@ class Clock:
 
 def test_below_the_minimum_sample_there_is_no_score_only_a_count():
     reference = skewed_reference()
-    window = DriftWindow(reference, window_seconds=3600, max_size=5000, min_samples=MIN_SAMPLES)
+    window = DriftWindow(reference, window_seconds=3600, max_size=5000, min_samples=MIN_SAMPLES, low_confidence=0.5)
     window.add([0] * (MIN_SAMPLES - 1), [0.9] * (MIN_SAMPLES - 1))  # one class only, but too few
     stats = window.stats()
     assert stats.predictions == MIN_SAMPLES - 1
@@ -86,7 +86,7 @@ def test_below_the_minimum_sample_there_is_no_score_only_a_count():
 def test_old_predictions_leave_the_window_so_the_signal_decays():
     reference = skewed_reference()
     clock = Clock()
-    window = DriftWindow(reference, window_seconds=600, max_size=5000, min_samples=MIN_SAMPLES, clock=clock)
+    window = DriftWindow(reference, window_seconds=600, max_size=5000, min_samples=MIN_SAMPLES, low_confidence=0.5, clock=clock)
     window.add([10] * 300, [0.9] * 300)
     assert window.stats().p_value < ALPHA
     clock.now = 601

@@ -16,21 +16,20 @@ from .predictor import Predictor, batched, load_onnx_steps
 from .preprocess import Processed
 from .runtime import Forward
 
-LOW_CONFIDENCE = 0.5
 DECIMALS = 6  # of the figures in the stage's metrics
 
 
-def drift_reference(probabilities: np.ndarray) -> dict:
+def drift_reference(probabilities: np.ndarray, low_confidence: float) -> dict:
     """What serving's drift statistics compare with: the model's own *predicted* class mix on the
-    validation split (so the model's bias is not called drift) and its share of low-confidence answers."""
+    validation split (so the model's bias is not called drift) and its share of answers under `low_confidence`."""
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
     return {
         "split": "val",
         "n": int(len(predicted)),
         "predicted_mix": [round(float(m), 6) for m in np.bincount(predicted, minlength=NUM_CLASSES) / len(predicted)],
-        "low_confidence_threshold": LOW_CONFIDENCE,
-        "low_confidence_share": round(float((confidence < LOW_CONFIDENCE).mean()), 6),
+        "low_confidence_threshold": low_confidence,
+        "low_confidence_share": round(float((confidence < low_confidence).mean()), 6),
     }
 
 
@@ -124,7 +123,7 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
                 served, served_fused = {"image_model": paths.INT8_IMAGE_MODEL}, int8_fused
         write_json(tmp / paths.FUSION_FILE, {
             "fusion": fusion.to_dict(),
-            "drift_reference": drift_reference(served_fused),  # what the served model predicts
+            "drift_reference": drift_reference(served_fused, p.fuse.low_confidence),  # what the served model predicts
             **served,
         })
     return figures

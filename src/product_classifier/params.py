@@ -86,6 +86,7 @@ class TrainParams(_Strict):
 
 class FuseParams(_Strict):
     method: Literal["weighted", "stacking"] = "weighted"
+    low_confidence: float = Field(0.5, gt=0, lt=1)
 
 
 class QuantizeParams(_Strict):

@@ -253,6 +253,23 @@ def test_dashboard_thresholds_are_the_alert_thresholds():
     assert green["Drift p-value"] == drift_alpha, "the p-value panel turns green where PredictionDrift stops"
 
 
+def test_low_confidence_is_one_threshold_in_params_the_alert_the_panel_and_the_metric():
+    """`fuse.low_confidence` (params.yaml) is where the drift reference counts low-confidence answers (and serving's
+    share with it, from fusion.json); the alert and the dashboard read the confidence histogram's bucket there."""
+    from product_classifier.params import load_params
+    from serving.metrics import CONFIDENCE_BUCKETS
+
+    threshold = load_params(PROJECT / "params.yaml").fuse.low_confidence
+    assert threshold in CONFIDENCE_BUCKETS, "the alert needs a histogram bucket at the threshold"
+    rule = next(r for g in load_yaml(ALERTS)["groups"] for r in g["rules"] if r["alert"] == "LowConfidenceShare")
+    panel = next(panel for path in DASHBOARDS for panel in panels(json.loads(path.read_text()))
+                 if panel["title"] == "Low-confidence share")
+    for name, expr, text in (("alert", rule["expr"], rule["annotations"]["description"]),
+                             ("panel", " ".join(t["expr"] for t in panel["targets"]), panel["description"])):
+        assert set(re.findall(r'le="([\d.]+)"', expr)) == {f"{threshold:g}"}, name
+        assert f"below {threshold:g}" in text, name
+
+
 @pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node/npm missing: run `make sysdeps`")
 def test_dashboards_match_grafanas_published_types(tmp_path):
     """Grafana's own types (npm @grafana/schema, at the compose image's version): the dashboard and every
