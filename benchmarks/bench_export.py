@@ -27,16 +27,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 VARIANTS = ("default", "ours")
 
 
-def _model_and_batch(name: str):
+def _batch(name: str):
+    """The input both exports of `name` score: 16 images or 64 token rows."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    if name == "vgg16":
+        return rng.integers(0, 256, (16, 64, 64, 3), np.uint8)
+    return rng.integers(1, 20000, (64, 48)).astype("int32")
+
+
+def _model(name: str):
     import numpy as np
 
     from product_classifier import models, params
 
-    rng = np.random.default_rng(0)
     if name == "vgg16":
-        head = models.build_image_head(rng.normal(size=(64, 512)).astype("float32"), params.Vgg16Params())
-        return models.compose(models.build_vgg16_base(64, "none"), head), rng.integers(0, 256, (16, 64, 64, 3), np.uint8)
-    return models.build_lstm(20000, 48, params.LstmParams()), rng.integers(1, 20000, (64, 48)).astype("int32")
+        features = np.random.default_rng(0).normal(size=(64, 512)).astype("float32")
+        return models.compose(models.build_vgg16_base(64, "none"), models.build_image_head(features, params.Vgg16Params()))
+    return models.build_lstm(20000, 48, params.LstmParams())
 
 
 def child(name: str, variant: str, out: Path) -> None:
@@ -45,8 +54,8 @@ def child(name: str, variant: str, out: Path) -> None:
     from product_classifier import export
 
     keras.utils.set_random_seed(0)
-    model, batch = _model_and_batch(name)
-    model(batch, training=False)
+    model = _model(name)
+    model(_batch(name), training=False)
     before = peak_rss_mb()
     start = time.perf_counter()
     out.write_bytes(export._onnx_bytes_tf(model, None if variant == "default" else export._optimizers()))
@@ -78,7 +87,7 @@ def main() -> None:
                     done = subprocess.run([sys.executable, __file__, "--child", name, variant, str(out)],
                                           capture_output=True, text=True, check=True)
                     runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
-            _, batch = _model_and_batch(name)
+            batch = _batch(name)  # the models themselves are built only in the children
             forwards = {v: onnx_forward(Path(tmp) / f"{name}-{v}.onnx", threads=1) for v in VARIANTS}
             outputs = {v: f(batch) for v, f in forwards.items()}
             latency = {v: [] for v in VARIANTS}

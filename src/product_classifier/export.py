@@ -62,8 +62,8 @@ def save_keras(model: keras.Model, path: Path) -> None:
 def _optimizers() -> dict:
     """tf2onnx's optimizers for these models: the layout transposes around the convolutions cancelled, constants
     folded, identities and back-to-back casts and transposes removed. tf2onnx's default list (twelve) copies the
-    whole graph, weights included, before each one; for VGG16 it took 5.3 s and 1.5 GiB of peak memory more for
-    the same outputs, latency and graph (48 nodes against 47): benchmarks/bench_export.py, docs/performance.md."""
+    whole graph, weights included, before each one; for VGG16 it took 1.5 GiB of peak memory and 1 to 5 s more
+    for the same outputs, latency and graph (48 nodes against 47): benchmarks/bench_export.py, docs/performance.md."""
     from tf2onnx.optimizer.back_to_back_optimizer import BackToBackOptimizer
     from tf2onnx.optimizer.const_fold_optimizer import ConstFoldOptimizer
     from tf2onnx.optimizer.identity_optimizer import IdentityOptimizer
