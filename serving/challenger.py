@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from product_classifier.predictor import Prediction, Prepared, Product
+from product_classifier.inference.predictor import Prediction, Prepared, Product
 
 from .metrics import AGREEMENT
 from .service import ModelService

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     max_designation_chars: int = Field(1_000, gt=0)
     max_description_chars: int = Field(20_000, gt=0)
     # Work in progress at once (serving/limits.py): requests beyond it get 503; images decoded at once, each
-    # bounded by product_classifier.images.MAX_DECODE_BYTES (128 MiB)
+    # bounded by product_classifier.inference.images.MAX_DECODE_BYTES (128 MiB)
     max_concurrent_requests: int = Field(64, gt=0)
     max_concurrent_decodes: int = Field(2, gt=0)
     # Model

@@ -7,7 +7,7 @@ predictions there is not enough data: every statistic is NaN (an alert comparing
 
 Class mix: a G-test (log-likelihood ratio, `scipy.stats.power_divergence`) of the window's counts
 against the reference mix; its p-value has a known false-alarm rate (alerting on p < alpha fires on
-in-distribution traffic with probability about alpha: measured in tests/test_drift.py). Classes whose
+in-distribution traffic with probability about alpha: measured in tests/monitoring/test_drift.py). Classes whose
 expected count is under 5 are pooled into one cell, where the chi-square approximation would not hold.
 The Jensen-Shannon divergence (base 2) stays as an effect size (`model_drift_score`).
 """
@@ -48,7 +48,7 @@ def js_divergence(p, q) -> float:
 def g_test_p_values(counts, reference) -> np.ndarray:
     """p-value of a G-test of each row of observed class `counts` (one window per row) against the `reference`
     mix, rare cells pooled: NaN for an empty window. Windows of one size share their pooling, so they are
-    tested in one `power_divergence` call (tests/test_drift.py draws 20 000 windows at a time)."""
+    tested in one `power_divergence` call (tests/monitoring/test_drift.py draws 20 000 windows at a time)."""
     counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))
     ref = np.maximum(np.asarray(reference, dtype=np.float64), REFERENCE_FLOOR)
     ref = ref / ref.sum()

@@ -12,7 +12,7 @@ from slowapi.errors import RateLimitExceeded
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schemas
-from .batching import Overloaded
+from .microbatch import Overloaded
 from .middleware import request_id_of
 from .ratelimit import RateLimiter, window_reset
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from product_classifier.labels import CLASSES
+from product_classifier.inference.labels import CLASSES
 
 CONFIDENCE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 11))
 TEXT_CHARS_BUCKETS = (10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)

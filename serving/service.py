@@ -9,15 +9,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from product_classifier import paths
-from product_classifier.atomic import read_json
-from product_classifier.labels import INDEX
-from product_classifier.predictor import Prediction, Predictor, Prepared, Product
+from product_classifier.inference.labels import INDEX
+from product_classifier.inference.predictor import Prediction, Predictor, Prepared, Product
 
 from .artifacts import ModelIdentity, verify_artifacts
-from .batching import Overloaded
 from .drift import DriftWindow
 from .metrics import ModelMetrics, presence
+from .microbatch import Overloaded
 
 log = logging.getLogger("serving")
 DECODE_WAIT_SECONDS = 10  # a request that waits longer for a decode slot is answered 503
@@ -45,18 +43,19 @@ class ModelService:
 
     @classmethod
     def load(cls, models_dir: Path, lock_path: Path | None, metrics: ModelMetrics, drift_settings=None,
-             loader=Predictor.load, role: str = "champion", decodes: threading.Semaphore | None = None) -> ModelService:
-        """Raises DataError when an artifact is missing or does not match dvc.lock.
+             loader=Predictor.load, role: str = "champion", decodes: threading.Semaphore | None = None,
+             identity: ModelIdentity | None = None) -> ModelService:
+        """Raises DataError when an artifact is missing or does not match dvc.lock. `identity`: the models'
+        check already done (`python -m serving` does it before starting the server): not hashed again.
 
         `drift_settings` (DRIFT_WINDOW, DRIFT_WINDOW_SECONDS, DRIFT_MIN_SAMPLES) turns the drift statistics on
         when the models carry a drift reference (the fuse stage writes it)."""
-        identity = verify_artifacts(models_dir, lock_path)
+        identity = identity or verify_artifacts(models_dir, lock_path)
         start = time.perf_counter()
         predictor = loader(models_dir)
         log.info("%s model %s loaded from %s in %.1f s", role, identity.version, models_dir, time.perf_counter() - start)
         drift = None
-        fusion_file = models_dir / paths.FUSION / paths.FUSION_FILE
-        reference = read_json(fusion_file).get("drift_reference") if fusion_file.is_file() else None
+        reference = predictor.drift_reference
         if reference and drift_settings is not None:
             drift = DriftWindow(reference["predicted_mix"], drift_settings.drift_window_seconds,
                                 drift_settings.drift_window, drift_settings.drift_min_samples,

@@ -2,12 +2,12 @@
 local engine or on Ray (`predict.engine`; RAY_ADDRESS names the cluster)."""
 
 from product_classifier import paths
-from product_classifier.cli import stage
+from product_classifier.pipeline.stage import stage
 
 
 @stage
 def main(p):
-    from product_classifier.batch import score
+    from product_classifier.scoring.score import score
 
     return score(p.predict.engine, paths.MODELS, paths.RAW / paths.X_TEST, paths.images_url(paths.RAW, "test"),
                  paths.PREDICTIONS / paths.PREDICTIONS_FILE, chunk_size=p.predict.chunk_size,

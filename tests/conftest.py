@@ -125,7 +125,7 @@ def extract_raw_images(raw: Path, dest: Path, split: str = "train", names: list[
 def rewrite_raw_images(raw: Path, changes: dict[str, bytes | None]) -> None:
     """data/raw's archive with entries (`image_train/<file name>`) replaced by new bytes, or removed (None)."""
     from product_classifier import paths
-    from product_classifier.imagestore import write_archive
+    from product_classifier.inference.imagestore import write_archive
 
     archive = raw / paths.IMAGE_ARCHIVE
     with zipfile.ZipFile(archive) as zf:
@@ -269,7 +269,7 @@ def tiny_key() -> str:
 
 def build_tiny(folder: Path) -> None:
     repo = make_repo(folder / "repo")
-    sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/test_tracking.py
+    sh("dvc repro -q", repo, extra_env={"MLFLOW_TRACKING_URI": "none"})  # tracking: tests/pipeline/test_tracking.py
 
 
 def build_changed(folder: Path) -> None:
@@ -311,8 +311,8 @@ def tiny_models(tiny_repo) -> Path:
 # module that defines a fixture shared beyond one test (a server, a cluster, a trained model: scope module, class
 # or session). Every other test goes to whichever worker is free. (A scheduler of our own: xdist's `xdist_group`
 # marks do not reach the node ids under pytest 9.)
-SHARED_GROUPS = {"containers": ("tests/containers/",),
-                 "node": ("tests/test_workflows.py", "tests/monitoring/test_monitoring_config.py")}
+SHARED_GROUPS = {"containers": ("tests/deploy/containers/",),
+                 "node": ("tests/deploy/test_workflows.py", "tests/monitoring/test_monitoring_config.py")}
 SHARED_FIXTURE = re.compile(r"@pytest\.fixture\(scope=\"(module|class|session)\"")
 
 
@@ -344,7 +344,7 @@ def pytest_xdist_make_scheduler(config, log):
 SLOW_MARKERS = ("slow", "e2e", "container")
 # Handed out before every other group: the longest (the default pipeline trained, about 4 minutes of a worker), which
 # needs no kept build, so it trains while another worker builds the tiny pipeline the other slow tests wait for.
-FIRST = ("tests/test_model_behaviour.py",)
+FIRST = ("tests/model/test_model_behaviour.py",)
 
 
 def start_order(item) -> int:
@@ -360,3 +360,9 @@ def pytest_slow_tests_first(config, items):
     `--no-loadscope-reorder` the scheduler hands out groups in this order)."""
     yield
     items.sort(key=start_order)
+
+
+def project_params(overrides: dict | None = None) -> dict:
+    """params.yaml as parsed, with `overrides` (nested like it) merged in: params.yaml is the one place of every
+    value (the typed model has no defaults), so a test that changes one key starts from the file."""
+    return deep_update(yaml.safe_load((PROJECT / "params.yaml").read_text()), overrides or {})

@@ -1,7 +1,7 @@
 """Run one stage's code (`python params_probe.py <stage>`, from a reproduced repository) with params
 that record every value read; print the dotted names read as JSON, and whether Keras ran.
 
-Used by tests/test_dvc_deps.py to derive each stage's params from what its code actually reads."""
+Used by tests/pipeline/test_dvc_deps.py to derive each stage's params from what its code actually reads."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 
 from pydantic import BaseModel
 
-from product_classifier.backend import use_backend
-from product_classifier.params import load_params
+from product_classifier.pipeline.backend import use_backend
+from product_classifier.pipeline.params import load_params
 
 
 class Recorder:
@@ -39,7 +39,7 @@ class Recorder:
 
 def main(stage: str) -> None:
     params = load_params()
-    use_backend(params.train.backend)  # as the stage runner does; counted below if Keras ran
+    use_backend(params.train.backend)  # as the training stages do first; counted below if Keras ran
     spec = importlib.util.spec_from_file_location(f"stage_{stage}", f"stages/{stage}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,7 +1,7 @@
 // The "Comment on the pull request" step of ci.yml (actions/github-script): post report/report.md on the
 // pull request, updating the comment this workflow posted before (the bot's, carrying the marker) instead of
 // adding another. ci.yml's `if:` keeps it to same-repository pull requests (a fork's token cannot comment).
-// Tested with node against a stub of the GitHub client: tests/test_workflows.py, tests/node/github_stub.cjs.
+// Tested with node against a stub of the GitHub client: tests/deploy/test_workflows.py, tests/node/github_stub.cjs.
 const fs = require('fs');
 
 const MARKER = '<!-- dvc-report -->'; // scripts/ci_report.py starts report.md with it

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request
 
 from product_classifier import paths
 from product_classifier.atomic import read_json
-from product_classifier.labels import CLASSES, category
+from product_classifier.inference.labels import CLASSES, category
 
 from .. import schemas
 from ..dependencies import Authorized, Service

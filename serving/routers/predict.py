@@ -11,8 +11,8 @@ from fastapi.concurrency import run_in_threadpool
 from slowapi import Limiter
 
 from product_classifier.errors import DataError
-from product_classifier.labels import category
-from product_classifier.predictor import Prediction, Prepared, Product
+from product_classifier.inference.labels import category
+from product_classifier.inference.predictor import Prediction, Prepared, Product
 
 from .. import schemas
 from ..challenger import Challenger

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import paths
-from .errors import DataError
-from .labels import CLASSES, INDEX
+from product_classifier import paths
+from product_classifier.errors import DataError
+from product_classifier.inference.labels import CLASSES, INDEX
 
 X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
 
 class UserError(Exception):
     """Bad input or configuration: reported as one line, never as a traceback."""
@@ -21,3 +25,16 @@ class ImageError(DataError):
 
 class DownloadError(UserError):
     """A remote file cannot be fetched."""
+
+
+@contextlib.contextmanager
+def one_line_errors() -> Iterator[None]:
+    """A user mistake or Ctrl-C ends the command with one `error: ...` line, never a traceback."""
+    try:
+        yield
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)

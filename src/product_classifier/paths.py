@@ -1,4 +1,5 @@
-"""Repository layout, relative to the working directory (the repo root for stages), and where Keras keeps weights."""
+"""Repository layout, relative to the working directory (the repo root for stages), the root itself (`repo_root`),
+and where Keras keeps weights."""
 
 from __future__ import annotations
 
@@ -44,15 +45,37 @@ PREDICTIONS = Path("data/predictions")
 # Outside the repository: Keras's cache of pretrained weights (`make weights` installs the ImageNet file there).
 IMAGENET_NOTOP = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" + IMAGENET_NOTOP
-# As published in keras.applications.vgg16 (`file_hash`, an md5); tests/test_weights.py checks that the installed
+# As published in keras.applications.vgg16 (`file_hash`, an md5); tests/pipeline/test_weights.py checks that the installed
 # Keras still names it. Keras publishes no sha256 for this file.
 IMAGENET_MD5 = "6d6bbae143d832006294945121d1f1fc"
 IMAGENET_BYTES = 58_889_256
 
 
+# Where `dvc exp run --queue` / `--temp` runs an experiment: a throw-away copy under the real root.
+EXPS_TMP = (".dvc", "tmp", "exps")
+
+
+def repo_root(cwd: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """The repository the user works in, wherever the stage runs.
+
+    DVC sets `DVC_ROOT` for every stage command, and for queued experiments points it at the parent
+    repository, not at the executor's copy in `.dvc/tmp/exps/`. Without DVC (a stage run by hand): the
+    nearest folder above `cwd` holding `.dvc` or `.git`, leaving any `.dvc/tmp/exps/` copy; else `cwd`."""
+    env = os.environ if env is None else env
+    start = Path(env.get("DVC_ROOT") or cwd or Path.cwd()).resolve()
+    parts = start.parts
+    for i in range(len(parts) - len(EXPS_TMP) + 1):
+        if parts[i : i + len(EXPS_TMP)] == EXPS_TMP:
+            return Path(*parts[:i])
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir() or (folder / ".git").exists():
+            return folder
+    return start
+
+
 def keras_home() -> Path:
     """Keras's cache folder, as `keras.utils.get_file` picks it: KERAS_HOME, else ~/.keras (Keras does not export
-    its own `keras_home`; tests/test_weights.py checks that Keras finds the file there)."""
+    its own `keras_home`; tests/pipeline/test_weights.py checks that Keras finds the file there)."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
 
 

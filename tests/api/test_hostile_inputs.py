@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_images import ANSWERED, HOSTILE
 
 from conftest import env, listening_port, process, wait_until_up
-from product_classifier.images import MAX_DECODE_BYTES
+from hostile_images import ANSWERED, HOSTILE
+from product_classifier.inference.images import MAX_DECODE_BYTES
 from serving.config import TOKEN_BODY_BYTES, load_settings
 
 from .conftest import PASSWORD, USER

@@ -50,7 +50,7 @@ def test_everything_copied_exists_and_passes_dockerignore():
 def test_runs_as_non_root_with_a_healthcheck_on_readiness():
     assert re.search(r"^USER 10001", DOCKERFILE, re.MULTILINE)
     assert 'HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=5 CMD ["python", "-m", ' \
-        '"serving.healthcheck"]' in DOCKERFILE  # /health/ready on the network address (tests/containers run it)
+        '"serving.healthcheck"]' in DOCKERFILE  # /health/ready on the network address (tests/deploy/containers run it)
     assert DOCKERFILE.count("FROM ") == 2  # multi-stage: the runtime has no build tools
     assert 'CMD ["python", "-m", "serving", "--host", "0.0.0.0"]' in DOCKERFILE
 

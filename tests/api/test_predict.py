@@ -18,14 +18,14 @@ from PIL import Image
 
 from conftest import raw_images
 from product_classifier import paths
-from product_classifier.labels import CLASSES
+from product_classifier.inference.labels import CLASSES
 from serving.app import create_app
 
 from .conftest import PASSWORD, jpeg, metric, settings_for, token_for
 
 
 def version_from_lock(lock) -> str:
-    """The model version as the README defines it (sha256 of the model outs' hashes in dvc.lock, 12 hex
+    """The model version as docs/serving.md defines it (sha256 of the model outs' hashes in dvc.lock, 12 hex
     digits), computed here from the lock itself rather than by the server's own function."""
     outs = {Path(o["path"]).name: o["md5"] for stage in yaml.safe_load(lock.read_text())["stages"].values()
             for o in stage.get("outs", []) if o["path"] in {f"models/{n}" for n in paths.MODEL_DIRS}}
@@ -301,7 +301,7 @@ def test_unknown_route_and_method_are_json_with_request_id(client):
 
 def test_unexpected_failure_is_json_500_with_request_id(tmp_path, tiny_models):
     """A model that breaks at run time (not the client's fault): JSON 500 naming the request, logged."""
-    from product_classifier.predictor import Predictor
+    from product_classifier.inference.predictor import Predictor
 
     class Broken(Predictor):
         def text_proba(self, tokens):

@@ -256,7 +256,7 @@ def test_dashboard_thresholds_are_the_alert_thresholds():
 def test_low_confidence_is_one_threshold_in_params_the_alert_the_panel_and_the_metric():
     """`fuse.low_confidence` (params.yaml) is where the drift reference counts low-confidence answers (and serving's
     share with it, from fusion.json); the alert and the dashboard read the confidence histogram's bucket there."""
-    from product_classifier.params import load_params
+    from product_classifier.pipeline.params import load_params
     from serving.metrics import CONFIDENCE_BUCKETS
 
     threshold = load_params(PROJECT / "params.yaml").fuse.low_confidence

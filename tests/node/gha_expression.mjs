@@ -1,5 +1,5 @@
 // Evaluates GitHub Actions expressions with GitHub's own evaluator (@actions/expressions, the library of
-// GitHub's workflow language services), for tests/test_workflows.py.
+// GitHub's workflow language services), for tests/deploy/test_workflows.py.
 //   node gha_expression.mjs NODE_MODULES < {"expressions": [...], "contexts": {"github": {...}, ...}}
 // Prints the results as a JSON list. An `if:` is evaluated as written (no implicit `success() &&`).
 import fs from 'fs';

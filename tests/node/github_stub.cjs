@@ -1,5 +1,5 @@
 // Runs a workflow's actions/github-script `script:` body as github-script@v7 does, against an in-memory
-// stand-in for the GitHub REST client (issue comments only), so tests/test_workflows.py runs the real step.
+// stand-in for the GitHub REST client (issue comments only), so tests/deploy/test_workflows.py runs the real step.
 //   node github_stub.cjs STATE.json SCRIPT.js   (cwd: the checkout; the step's env in the environment)
 // STATE.json: {"repo": {"owner", "repo"}, "issue_number", "comments": [{id, issue_number, user, body}],
 // "next_id"}; written back with the comments after the run and the "calls" the script made.

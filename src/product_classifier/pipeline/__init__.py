@@ -1,0 +1,1 @@
+"""The pipeline part: the stages' library (data, training, export, quantize, fusion fitting, evaluation)."""
