@@ -82,4 +82,4 @@ class Challenger:
 
     def describe(self) -> dict:
         return {"version": self.version, "mode": self.mode, "share": self.share if self.mode == "canary" else None,
-                "artifacts": self.service.identity.hashes}
+                "artifacts": self.service.identity.files}

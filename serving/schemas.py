@@ -60,7 +60,7 @@ class PredictionBody(BaseModel):
 
 
 class PredictResponse(PredictionBody):
-    model_version: str = Field(description="Version of the model that answered (derived from `dvc.lock`).")
+    model_version: str = Field(description="Version of the model that answered (models/bundle.json's).")
     request_id: str = Field(description="Id of the request (also in the `X-Request-ID` header).")
 
 
@@ -103,15 +103,15 @@ class ModelClass(BaseModel):
 
 
 class ChallengerInfo(BaseModel):
-    version: str = Field(description="The challenger's model version (a hash of its dvc.lock outputs).")
+    version: str = Field(description="The challenger's model version (its models/bundle.json's).")
     mode: str = Field(description="`shadow` (predicts beside the champion, never answers) or `canary`.")
     share: float | None = Field(None, description="Canary: the share of users it answers (sticky per user).")
-    artifacts: dict[str, str] = Field(description="DVC hash of each of its model artifact directories.")
+    artifacts: dict[str, str] = Field(description="sha256 of each file it serves, by path under its models folder.")
 
 
 class ModelInfo(BaseModel):
-    version: str = Field(description="Model version: a hash of the model outputs recorded in `dvc.lock`.")
-    artifacts: dict[str, str] = Field(description="DVC hash of each model artifact directory (`lstm`, `vgg16`, `fusion`).")
+    version: str = Field(description="Model version: a hash of the served files' sha256 (models/bundle.json, whose md5 `dvc.lock` records).")
+    artifacts: dict[str, str] = Field(description="sha256 of each served file, by path under models/ (`lstm/model.onnx`, ...).")
     fusion: str = Field(description="How the two models' probabilities are combined (`weighted` or `stacking`).")
     image_size: int = Field(description="Side in pixels images are resized to.")
     image_precision: Literal["float32", "int8"] = Field("float32", description="Precision of the image model that runs: `float32`, or "

@@ -45,14 +45,14 @@ class ModelService:
     def load(cls, models_dir: Path, lock_path: Path | None, metrics: ModelMetrics, drift_settings=None,
              loader=Predictor.load, role: str = "champion", decodes: threading.Semaphore | None = None,
              identity: ModelIdentity | None = None) -> ModelService:
-        """Raises DataError when an artifact is missing or does not match dvc.lock. `identity`: the models'
-        check already done (`python -m serving` does it before starting the server): not hashed again.
+        """Raises DataError when an artifact is missing or does not match dvc.lock or the bundle. `identity`: the
+        models' tie to dvc.lock already checked (`python -m serving` does it before starting the server).
 
         `drift_settings` (DRIFT_WINDOW, DRIFT_WINDOW_SECONDS, DRIFT_MIN_SAMPLES) turns the drift statistics on
         when the models carry a drift reference (the fuse stage writes it)."""
-        identity = identity or verify_artifacts(models_dir, lock_path)
+        identity = identity or verify_artifacts(models_dir, lock_path, hash_files=False)
         start = time.perf_counter()
-        predictor = loader(models_dir)
+        predictor = loader(models_dir)  # Predictor.load hashes every served file, once
         log.info("%s model %s loaded from %s in %.1f s", role, identity.version, models_dir, time.perf_counter() - start)
         drift = None
         reference = predictor.drift_reference

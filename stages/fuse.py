@@ -13,10 +13,10 @@ def main(p):
     from product_classifier.tracking.provenance import declared_params
 
     out, metrics = paths.MODELS / paths.FUSION, paths.METRICS / "fuse"
-    summary = fit_and_save_fusion(paths.PROCESSED, paths.MODELS, out, p)
+    summary = fit_and_save_fusion(paths.PROCESSED, paths.MODELS, p)
     with live.recorder(metrics) as rec:
         rec.summary.update({k: summary[k] for k in METRICS if k in summary})
-    client.log_stage("fuse", declared_params("fuse"), metrics, artifacts=[out])
+    client.log_stage("fuse", declared_params("fuse"), metrics, artifacts=[out, paths.MODELS / paths.BUNDLE_FILE])
     return summary
 
 

@@ -1,4 +1,4 @@
-"""`GET /model`: which model answers (version and artifact hashes from dvc.lock), its test metrics, its classes."""
+"""`GET /model`: which model answers (version and served files' sha256 from models/bundle.json), its test metrics, its classes."""
 
 from fastapi import APIRouter, Request
 
@@ -17,8 +17,8 @@ EVALUATE_METRICS = paths.EVALUATION / paths.METRICS_FILE
 
 @router.get("/model", response_model=schemas.ModelInfo, responses=AUTH_ERRORS)
 def model(request: Request, user: Authorized, service: Service):
-    """Which model answers: its version and artifact hashes from `dvc.lock`, its test metrics, its classes."""
-    return {"version": service.version, "artifacts": service.identity.hashes,
+    """Which model answers: its version and served files' sha256 (models/bundle.json), its test metrics, its classes."""
+    return {"version": service.version, "artifacts": service.identity.files,
             "fusion": service.predictor.fusion.method, "image_size": service.predictor.image_size,
             "image_precision": service.predictor.image_precision,
             "metrics": request.app.state.evaluate_metrics, "role": service.role,

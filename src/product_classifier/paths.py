@@ -33,6 +33,7 @@ MODEL_FILE = "model.keras"
 ONNX_FILE = "model.onnx"  # the same model exported for serving (ONNX Runtime, no TensorFlow)
 META_FILE = "meta.json"
 FUSION_FILE = "fusion.json"
+BUNDLE_FILE = "bundle.json"  # models/bundle.json: the served files and their sha256 (inference/bundle.py)
 INT8_IMAGE_FILE = "image.int8.onnx"  # the fuse stage's INT8 image model (quantize.int8), if its gate accepts it
 INT8_IMAGE_MODEL = f"{FUSION}/{INT8_IMAGE_FILE}"  # as fusion.json's `image_model` names it: relative to models/
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -13,8 +14,8 @@ import yaml
 from fastapi.testclient import TestClient
 
 from product_classifier import paths
+from product_classifier.inference import bundle
 from serving.app import create_app
-from serving.artifacts import directory_hash
 from serving.challenger import user_bucket
 
 from .conftest import USER, metric, settings_for, token_for
@@ -31,11 +32,13 @@ def challenger_dir(tiny_repo, tmp_path_factory) -> Path:
     fused = json.loads(fusion_file.read_text())
     fused["fusion"]["text_weight"] = 1.0 if fused["fusion"].get("text_weight", 1.0) != 1.0 else 0.0
     fusion_file.write_text(json.dumps(fused))
+    manifest = checkout / "models" / paths.BUNDLE_FILE
+    manifest.write_text(json.dumps(bundle.manifest(checkout / "models")))  # as the fuse stage would
     lock = yaml.safe_load((tiny_repo / "dvc.lock").read_text())
     for stage in lock["stages"].values():
         for out in stage.get("outs", []):
-            if out["path"] == f"models/{paths.FUSION}":
-                out["md5"] = directory_hash(checkout / "models" / paths.FUSION)
+            if out["path"] == f"models/{paths.BUNDLE_FILE}":
+                out["md5"] = hashlib.md5(manifest.read_bytes()).hexdigest()
     (checkout / "dvc.lock").write_text(yaml.safe_dump(lock))
     return checkout / "models"
 
@@ -114,8 +117,17 @@ def test_canary_a_sticky_share_of_users_gets_the_challenger(tiny_models, tmp_pat
 def test_a_challenger_that_does_not_match_its_dvc_lock_stops_the_start(tiny_models, tmp_path, challenger_dir):
     broken = tmp_path / "broken"
     shutil.copytree(challenger_dir.parent, broken)
-    (broken / "models" / paths.FUSION / paths.FUSION_FILE).write_text("{}")
-    with pytest.raises(Exception, match="does not match"), app_with(tiny_models, tmp_path, broken / "models"):  # noqa: B017
+    fusion_file = broken / "models" / paths.FUSION / paths.FUSION_FILE
+    fused = json.loads(fusion_file.read_text())
+    fused["fusion"]["text_weight"] = 0.5
+    fusion_file.write_text(json.dumps(fused))
+    with pytest.raises(Exception, match="changed after the pipeline wrote it"), \
+            app_with(tiny_models, tmp_path, broken / "models"):  # noqa: B017
+        pass
+    # Its bundle rewritten to match (as another fuse run would): now dvc.lock is the one that disagrees.
+    (broken / "models" / paths.BUNDLE_FILE).write_text(json.dumps(bundle.manifest(broken / "models")))
+    with pytest.raises(Exception, match="does not match .*different runs"), \
+            app_with(tiny_models, tmp_path, broken / "models"):  # noqa: B017
         pass
 
 

@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -25,11 +24,15 @@ from .conftest import PASSWORD, jpeg, metric, settings_for, token_for
 
 
 def version_from_lock(lock) -> str:
-    """The model version as docs/serving.md defines it (sha256 of the model outs' hashes in dvc.lock, 12 hex
-    digits), computed here from the lock itself rather than by the server's own function."""
-    outs = {Path(o["path"]).name: o["md5"] for stage in yaml.safe_load(lock.read_text())["stages"].values()
-            for o in stage.get("outs", []) if o["path"] in {f"models/{n}" for n in paths.MODEL_DIRS}}
-    return hashlib.sha256(",".join(f"{n}={outs[n]}" for n in sorted(outs)).encode()).hexdigest()[:12]
+    """The model version as docs/serving.md defines it: that of the bundle dvc.lock records (sha256 of the served
+    files' sha256, 12 hex digits), computed here from the files themselves rather than by the server's code."""
+    models = lock.parent / "models"
+    recorded = {o["path"]: o["md5"] for stage in yaml.safe_load(lock.read_text())["stages"].values()
+                for o in stage.get("outs", [])}[f"models/{paths.BUNDLE_FILE}"]
+    assert hashlib.md5((models / paths.BUNDLE_FILE).read_bytes()).hexdigest() == recorded
+    files = json.loads((models / paths.BUNDLE_FILE).read_text())["files"]
+    joined = ",".join(f"{rel}={hashlib.sha256((models / rel).read_bytes()).hexdigest()}" for rel in sorted(files))
+    return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
 FIELDS = {"prdtypecode", "category", "confidence", "top_k", "modalities", "model_version", "request_id"}
@@ -235,7 +238,8 @@ def test_batch_limits(client, auth, serving_settings):
 def test_model_route(client, auth, tiny_repo):
     body = client.get("/model", headers=auth).json()
     assert [c["prdtypecode"] for c in body["classes"]] == list(CLASSES)
-    assert set(body["artifacts"]) == {"lstm", "vgg16", "fusion"}
+    manifest = json.loads((tiny_repo / paths.MODELS / paths.BUNDLE_FILE).read_text())
+    assert body["artifacts"] == manifest["files"] and body["version"] == manifest["version"]  # the served files' sha256
     assert body["image_precision"] == "float32"  # quantize.int8 is off by default
     evaluated = json.loads((tiny_repo / "metrics" / "evaluate" / "metrics.json").read_text())
     assert body["metrics"]["fused"]["f1_weighted"] == evaluated["fused"]["f1_weighted"]
@@ -270,7 +274,8 @@ def test_startup_fails_fast_when_artifacts_do_not_match_dvc_lock(tmp_path, tiny_
     shutil.copytree(tiny_repo / "models", copy / "models")
     fusion = copy / paths.MODELS / paths.FUSION / paths.FUSION_FILE
     fusion.write_text(fusion.read_text().replace("}", " }", 1))
-    with pytest.raises(Exception, match="does not match"), TestClient(create_app(settings_for(copy / "models", tmp_path))):
+    with pytest.raises(Exception, match="fusion.json: sha256 .* changed after the pipeline wrote it"), \
+            TestClient(create_app(settings_for(copy / "models", tmp_path))):
         pass
     shutil.rmtree(copy / "models" / "vgg16")
     with pytest.raises(Exception, match="missing"), TestClient(create_app(settings_for(copy / "models", tmp_path))):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -220,3 +221,16 @@ def test_every_param_a_stage_reads_is_declared_and_no_other(probe_copy, stage):
     assert read, stage
     assert not [n for n in read if not any(covers(e, n) for e in declared)], f"{stage} reads undeclared params"
     assert not [e for e in declared if not any(covers(e, n) for n in read)], f"{stage} declares params it never reads"
+
+
+def test_the_served_model_is_declared_as_a_dvc_artifact_whose_manifest_the_fuse_stage_writes():
+    """dvc.yaml's `artifacts:` (DVC's model registry convention) names models/, as DVC itself reads it, and the
+    bundle serving checks (models/bundle.json) is one of the fuse stage's outs, so dvc.lock records its md5."""
+    from product_classifier import paths
+
+    read = ("import json; from dvc.repo import Repo; r = Repo('.'); "  # DVC's own reader, in a process of its own
+            "print(json.dumps({n: [a.path, a.type] for n, a in r.artifacts.read()['dvc.yaml'].items()}))")
+    out = subprocess.run([sys.executable, "-c", read], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"product-classifier": [paths.MODELS.as_posix(), "model"]}
+    assert f"{paths.MODELS.as_posix()}/{paths.BUNDLE_FILE}" in DVC_YAML["fuse"]["outs"]

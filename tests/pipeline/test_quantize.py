@@ -162,6 +162,6 @@ def test_a_missing_int8_file_named_by_fusion_json_is_one_clear_error(accepted, t
     models = tmp_path / "models"
     shutil.copytree(accepted[0] / paths.MODELS, models)
     (models / paths.FUSION / paths.INT8_IMAGE_FILE).unlink()
-    with pytest.raises(DataError, match=r"names the image model fusion/image\.int8\.onnx, which is missing; run "
+    with pytest.raises(DataError, match=r"missing model artifact\(s\) fusion/image\.int8\.onnx; run "
                                         r"`dvc repro` or `dvc pull`"):
         Predictor.load(models)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# Class counts in the real training set (84,916 rows); the embedded sample keeps these
-# proportions and the drift monitor compares live predictions against the trained mix.
+# Class counts in the real training set (84,916 rows); the embedded sample keeps these proportions. (The drift
+# statistics compare live predictions with the model's own predicted mix on validation, in fusion.json, not these.)
 REAL_COUNTS: dict[int, int] = {
     2583: 10209, 1560: 5073, 1300: 5045, 2060: 4993, 2522: 4989, 1280: 4870, 2403: 4774,
     2280: 4760, 1920: 4303, 1160: 3953, 1320: 3241, 10: 3116, 2705: 2761, 1140: 2671,

@@ -96,34 +96,38 @@ def map_rows(fn, array: np.ndarray, rows: np.ndarray, batch: int = 128) -> np.nd
 
 class Predictor:
     """The models (`Models`: ONNX Runtime sessions when loaded with `load`, as served; compiled Keras models with
-    the pipeline's `keras_reference.load_keras`), the fusion that combines them, and the served bundle's drift
-    reference (None before the fuse stage wrote one)."""
+    the pipeline's `keras_reference.load_keras`), the fusion that combines them, and the bundle they come from
+    (None for the fuse stage's own predictor, before the bundle exists)."""
 
     def __init__(self, models: Models, fusion: Fusion | None, image_precision: str = bundle.FLOAT32,
-                 drift_reference: dict | None = None):
+                 served: bundle.Bundle | None = None):
         self._text_step = models.text
         self.vocab = models.vocab
         self._image_step = models.image
         self.image_size = models.image_size
         self.fusion = fusion
         self.image_precision = image_precision  # of the image model that runs: "float32" or "int8"
-        self.drift_reference = drift_reference
+        self.bundle = served
+
+    @property
+    def drift_reference(self) -> dict | None:
+        return self.bundle.drift_reference if self.bundle else None
 
     @classmethod
     def load(cls, models_dir: str | os.PathLike, threads: int | None = None,
-             image_model: str | os.PathLike | None = None) -> Predictor:
-        """The served predictor: both models on ONNX Runtime (`threads` intra-op threads, see runtime.py); the
-        image model is the INT8 one when fusion.json names it (the fuse stage's gate accepted it).
-        `image_model` overrides that choice (relative to `models_dir`, or absolute): benchmarks compare both."""
-        models_dir = Path(models_dir)
-        bundle.check_files(models_dir, bundle.SERVED_FILES)  # all missing ones named at once
-        fused = bundle.read_fusion(models_dir)
-        image_model = str(image_model or fused.image_model)
-        return cls.from_fusion(fused, load_onnx(models_dir, threads, image_model), bundle.precision(models_dir, image_model))
+             image_model: str | os.PathLike | None = None, verify: bool = True) -> Predictor:
+        """The served predictor from models/bundle.json (every served file hashed once when `verify`): both models
+        on ONNX Runtime (`threads` intra-op threads, see runtime.py); the image model is the INT8 one when
+        fusion.json names it (the fuse stage's gate accepted it). `image_model` overrides that choice (relative to
+        `models_dir`, or absolute): benchmarks compare both."""
+        return cls.from_bundle(bundle.load(models_dir, verify), threads, image_model)
 
     @classmethod
-    def from_fusion(cls, fused: bundle.FusionFile, models: Models, image_precision: str) -> Predictor:
-        return cls(models, fused.fusion, image_precision, fused.drift_reference)
+    def from_bundle(cls, served: bundle.Bundle, threads: int | None = None,
+                    image_model: str | os.PathLike | None = None) -> Predictor:
+        image_model = str(image_model or served.image_model)
+        return cls(load_onnx(served.models_dir, threads, image_model), served.fusion,
+                   bundle.precision(served.models_dir, image_model), served)
 
     # -- preprocessing: the same functions preprocess used on the training data --
     def prepare(self, product: Product, strict_image: bool = True) -> Prepared:

@@ -9,6 +9,7 @@ import numpy as np
 
 from product_classifier import paths
 from product_classifier.atomic import atomic_path, write_json
+from product_classifier.inference import bundle
 from product_classifier.inference.fusion import Fusion, fit_fusion
 from product_classifier.inference.labels import NUM_CLASSES
 from product_classifier.inference.predictor import Predictor, load_onnx, map_rows
@@ -96,9 +97,10 @@ def gate_int8_model(data: Processed, models: Path, out_file: Path, fusion: Fusio
             "agreement": round(agreement, DECIMALS), "accepted": accepted}, int8_fused
 
 
-def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> dict:
-    """Fit the fusion on the validation split only (never on training data) and write `out/fusion.json`;
-    with `quantize.int8`, also the INT8 image model if it passes the gate (named in fusion.json).
+def fit_and_save_fusion(processed: Path, models: Path, p: Params) -> dict:
+    """Fit the fusion on the validation split only (never on training data) and write `models/fusion/fusion.json`;
+    with `quantize.int8`, also the INT8 image model if it passes the gate (named in fusion.json). Then
+    `models/bundle.json`, the served files' manifest (inference/bundle.py).
 
     Returns the validation figures (the stage's metrics): fused weighted F1 and accuracy of the float
     models, and with `quantize.int8` those of the INT8 image model under `int8`."""
@@ -115,7 +117,7 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
                "val_f1_weighted": round(weighted_f1(data.labels[va], fused), DECIMALS),
                "val_accuracy": round(val_accuracy, DECIMALS)}
     served, served_fused = {}, fused
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(models / paths.FUSION, is_dir=True) as tmp:
         if p.quantize.int8:
             figures["int8"], int8_fused = gate_int8_model(data, models, tmp / paths.INT8_IMAGE_FILE, fusion, p_text,
                                                           fused, va, p.quantize, p.train.seed)
@@ -126,4 +128,5 @@ def fit_and_save_fusion(processed: Path, models: Path, out: Path, p: Params) -> 
             "drift_reference": drift_reference(served_fused, p.fuse.low_confidence),  # what the served model predicts
             **served,
         })
+    write_json(models / paths.BUNDLE_FILE, bundle.manifest(models))  # last: what serving checks the files against
     return figures

@@ -33,8 +33,8 @@ def load_keras_models(models_dir: Path) -> Models:
 def load_keras(models_dir: str | os.PathLike) -> Predictor:
     """The served predictor's twin on the Keras models (float32 image model, same fusion)."""
     models_dir = Path(models_dir)
-    models = load_keras_models(models_dir)
-    return Predictor.from_fusion(bundle.read_fusion(models_dir), models, bundle.FLOAT32)
+    served = bundle.load(models_dir, verify=False)  # the ONNX files it lists are not what runs here
+    return Predictor(load_keras_models(models_dir), served.fusion, bundle.FLOAT32, served)
 
 
 def compile_inference(model, dtype: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -17,8 +17,10 @@ import socket
 import tempfile
 from pathlib import Path
 
+from product_classifier import paths
 from product_classifier.dataset import X_COLUMNS
 from product_classifier.errors import UserError
+from product_classifier.inference import bundle
 from product_classifier.inference.imagestore import ImageStore, is_url
 from product_classifier.inference.predictor import Predictor
 from product_classifier.scoring.score import COLUMNS, EMPTY, chunk_images, output, read_chunks, score_rows, tally, warn
@@ -67,10 +69,10 @@ def reach(address: str | None, timeout: float = 10) -> None:
 
 
 def model_files(models: Path) -> dict[str, bytes]:
-    """What the served predictor reads (ONNX models, vocabulary, fusion; not the Keras files), by relative path."""
-    Predictor.load(models)  # fails here, in one line, on missing or broken artifacts: not in every actor
-    return {p.relative_to(models).as_posix(): p.read_bytes() for p in sorted(models.rglob("*"))
-            if p.is_file() and p.suffix in (".onnx", ".json")}
+    """The bundle (bundle.json and the served files it lists, not the Keras files), by relative path: checked here,
+    once, so that broken artifacts fail in one line in the driver, not in every actor."""
+    served = bundle.load(models)
+    return {rel: (models / rel).read_bytes() for rel in (paths.BUNDLE_FILE, *served.files)}
 
 
 class Scorer:
@@ -85,7 +87,7 @@ class Scorer:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-        self.predictor = Predictor.load(self.folder, threads=max(1, int(cpus)))
+        self.predictor = Predictor.load(self.folder, threads=max(1, int(cpus)), verify=False)  # the driver did
         self.images = ImageStore(images)
 
     def __call__(self, batch):

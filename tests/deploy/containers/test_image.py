@@ -158,15 +158,15 @@ def test_image_has_only_the_inference_part_and_no_tensorflow_keras_or_pandas(eng
 
 
 def test_image_holds_the_models_pruned_once(engine, serving_image, tiny_repo, tmp_path):
-    """No .keras file (serving runs the ONNX exports), the manifest that keeps dvc.lock's identity: the build stage
-    pruned the models, the runtime stage copied the result, so the image holds them once."""
+    """No .keras file (serving runs the ONNX exports), the bundle (which lists only served files) as dvc.lock records
+    it: the build stage pruned the models, the runtime stage copied the result, so the image holds them once."""
     probe = ("import json, pathlib; m = pathlib.Path('/app/models'); "
              "print(json.dumps(sorted(p.relative_to(m).as_posix() for p in m.rglob('*') if p.is_file())))")
     result = engine("run", "--rm", "--entrypoint", "python", serving_image.tag, "-c", probe)
     files = json.loads(result.stdout.strip().splitlines()[-1])
     models = tiny_repo / "models"
     kept = [p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file() and p.suffix != ".keras"]
-    assert files == sorted([*kept, "manifest.json"])
+    assert files == sorted(kept) and "bundle.json" in files
     check = run(engine, serving_image.tag, env=env_file(tmp_path / "serving.env"), name=f"pctest-check-{uuid.uuid4().hex[:8]}",
                 detach=False, command=("python", "-m", "serving", "--check"))
     assert check.returncode == 0 and "matches /app/dvc.lock" in check.stderr, check.stdout + check.stderr
