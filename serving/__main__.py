@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        # The files are hashed once: here with --check, else when the app loads the predictor.
-        identity = verify_artifacts(settings.models_dir, settings.dvc_lock_path, hash_files=args.check)
+        # Every served file hashed here, once: the app then loads the predictor without hashing again.
+        identity = verify_artifacts(settings.models_dir, settings.dvc_lock_path)
         if settings.users_file is not None:  # 0600 as `make users` writes it: a container's user may not read it
             check_readable(settings.users_file)
     except (ConfigError, UserError) as exc:

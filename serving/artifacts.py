@@ -107,8 +107,8 @@ def identity(served: bundle.Manifest, lock_path: Path) -> ModelIdentity:
 
 def verify_artifacts(models_dir: Path, lock_path: Path | None = None, hash_files: bool = True) -> ModelIdentity:
     """Check the models against dvc.lock (and, with `hash_files`, every served file against the bundle); raise
-    DataError naming what is missing, unreadable or differs. Serving hashes the files once: here for
-    `python -m serving --check`, else when the predictor loads."""
+    DataError naming what is missing, unreadable or differs. Serving hashes the files once: here when
+    `python -m serving` starts (the app then loads without hashing), else when the app's predictor loads."""
     check_readable(models_dir)
     lock_path = find_lock(models_dir, lock_path)
     check_readable(lock_path)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from product_classifier.errors import DataError
 from product_classifier.inference.labels import INDEX
 from product_classifier.inference.predictor import Prediction, Predictor, Prepared, Product
 
@@ -50,9 +51,15 @@ class ModelService:
 
         `drift_settings` (DRIFT_WINDOW, DRIFT_WINDOW_SECONDS, DRIFT_MIN_SAMPLES) turns the drift statistics on
         when the models carry a drift reference (the fuse stage writes it)."""
-        identity = identity or verify_artifacts(models_dir, lock_path, hash_files=False)
         start = time.perf_counter()
-        predictor = loader(models_dir)  # Predictor.load hashes every served file, once
+        if identity is None:
+            identity = verify_artifacts(models_dir, lock_path, hash_files=False)
+            predictor = loader(models_dir)  # Predictor.load hashes every served file, once
+        else:  # checked and hashed by `python -m serving` before the server started
+            predictor = loader(models_dir, verify=False)
+        if predictor.bundle is not None and predictor.bundle.version != identity.version:
+            raise DataError(f"{models_dir}: the models changed while serving started (checked {identity.version}, "
+                            f"loaded {predictor.bundle.version}); start again")
         log.info("%s model %s loaded from %s in %.1f s", role, identity.version, models_dir, time.perf_counter() - start)
         drift = None
         reference = predictor.drift_reference

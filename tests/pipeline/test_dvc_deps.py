@@ -167,10 +167,12 @@ def repo_copy(tiny_repo, tmp_path_factory) -> Path:
     return copy
 
 
-@pytest.fixture(scope="module")
-def probe_copy(tiny_repo, tmp_path_factory) -> Path:
-    """Where the param probes run the stages (which rewrite their outputs)."""
-    return copy_repo(tiny_repo, tmp_path_factory.mktemp("probe") / "repo")
+@pytest.fixture()
+def probe_copy(tiny_repo, tmp_path) -> Path:
+    """Where one param probe runs its stage (which rewrites its outputs): a copy of its own, so that each stage
+    reads its inputs as the pipeline left them whatever the tests' order (a retrained model, its ONNX export not
+    byte-identical, no longer matches the bundle until fuse runs again, as `dvc repro` would run it)."""
+    return copy_repo(tiny_repo, tmp_path / "repo")
 
 
 def changed_stages(repo: Path) -> set[str]:

@@ -165,3 +165,17 @@ def test_a_missing_int8_file_named_by_fusion_json_is_one_clear_error(accepted, t
     with pytest.raises(DataError, match=r"missing model artifact\(s\) fusion/image\.int8\.onnx; run "
                                         r"`dvc repro` or `dvc pull`"):
         Predictor.load(models)
+
+
+@pytest.mark.e2e
+def test_the_bundle_alone_serves_the_int8_model(accepted, tmp_path):
+    """What batch scoring on Ray ships to its actors: bundle.json and the files it lists, without the float image
+    model the INT8 one replaces; the predictor loads from exactly those and runs INT8."""
+    from product_classifier.scoring.ray_data import model_files
+
+    shipped = model_files(accepted[0] / paths.MODELS)
+    assert f"{paths.FUSION}/{paths.INT8_IMAGE_FILE}" in shipped and f"{paths.VGG16}/{paths.ONNX_FILE}" not in shipped
+    for rel, data in shipped.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    assert Predictor.load(tmp_path).image_precision == "int8"

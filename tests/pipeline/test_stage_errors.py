@@ -159,7 +159,10 @@ def test_training_without_preprocessed_data_says_what_to_run(workdir):
 def test_evaluate_without_models_names_the_missing_artifacts(workdir, tiny_repo):
     shutil.copytree(tiny_repo / "data/processed", workdir / "data/processed")
     shutil.copytree(tiny_repo / "models/lstm", workdir / "models/lstm")
-    assert_one_line_error(run_stage("evaluate", workdir), f"missing model artifact(s) {paths.VGG16}/{paths.ONNX_FILE}")  # evaluate runs the served models
+    assert_one_line_error(run_stage("evaluate", workdir), f"missing model artifact(s) {paths.BUNDLE_FILE}")
+    shutil.copy(tiny_repo / "models" / paths.BUNDLE_FILE, workdir / "models")  # evaluate runs the served models:
+    assert_one_line_error(run_stage("evaluate", workdir), "missing model artifact(s) "  # all those missing, named
+                          f"{paths.FUSION}/{paths.FUSION_FILE}, {paths.VGG16}/{paths.META_FILE}, {paths.VGG16}/{paths.ONNX_FILE}")
     assert not (workdir / "metrics").exists()
 
 

@@ -25,7 +25,6 @@ VOCAB = f"{paths.LSTM}/{paths.VOCAB_FILE}"
 IMAGE_MODEL = f"{paths.VGG16}/{paths.ONNX_FILE}"  # the float32 one; fusion.json may name the INT8 one instead
 IMAGE_META = f"{paths.VGG16}/{paths.META_FILE}"
 FUSION_JSON = f"{paths.FUSION}/{paths.FUSION_FILE}"
-ONNX_FILES = (TEXT_MODEL, VOCAB, IMAGE_MODEL, IMAGE_META)
 # The Keras models the ONNX ones were exported from: the pipeline's float reference, never served.
 KERAS_FILES = (f"{paths.LSTM}/{paths.MODEL_FILE}", VOCAB, f"{paths.VGG16}/{paths.MODEL_FILE}", IMAGE_META)
 FLOAT32, INT8 = "float32", "int8"  # the served image model's precision

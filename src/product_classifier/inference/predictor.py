@@ -79,7 +79,7 @@ def load_onnx(models_dir: Path, threads: int | None = None, image_model: str | N
     """Both models on ONNX Runtime (`threads` intra-op threads, see runtime.py): what serving and `evaluate` run.
     `image_model`: another image model file (relative to `models_dir`: the fuse stage's INT8 one)."""
     image_file = image_model or bundle.IMAGE_MODEL
-    bundle.check_files(models_dir, bundle.ONNX_FILES)
+    bundle.check_files(models_dir, (bundle.TEXT_MODEL, bundle.VOCAB, image_file, bundle.IMAGE_META))
     if not (models_dir / image_file).is_file():
         raise DataError(f"{models_dir}: {bundle.FUSION_JSON} names the image model {image_file}, which "
                         "is missing; run `dvc repro` or `dvc pull`")

@@ -2,10 +2,10 @@
 
 The same rows as the local engine (score.py): each actor loads the served predictor once (the model files
 travel through Ray's object store, so the workers need no copy of `models/`) and scores its batches through
-`batch.score_rows`. The products' CSV or Parquet is read in blocks with backpressure, so memory stays bounded
+`score.score_rows`. The products' CSV or Parquet is read in blocks with backpressure, so memory stays bounded
 whatever its size; images come from a folder or any fsspec URL (imagestore.py; `s3://bucket/images`: the workers read it
 with their own credentials, e.g. the nodes' AWS_* environment). The driver writes the rows in the input's
-order, atomically (batch.output). Ray is imported here only, and only when used: the `scale` extra.
+order, atomically (score.output). Ray is imported here only, and only when used: the `scale` extra.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def connect(ray, address: str | None) -> None:
     try:
         logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-run INFO lines and progress-bar notice
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
-                 runtime_env={"py_modules": [str(Path(__file__).parent)]}, **local)
+                 runtime_env={"py_modules": [str(Path(__file__).parents[1])]}, **local)  # product_classifier/
     except ConnectionError as exc:
         raise UserError(f"cannot reach the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
 
@@ -133,7 +133,7 @@ def check(source: str, images: str) -> None:
 
 def score_ray(models: Path, source: str | os.PathLike, images: str | os.PathLike, out: Path, *, actors: int = 2,
               batch_size: int = 256, address: str | None = None, progress: bool = False) -> dict:
-    """Score every product of `source` with `actors` Ray actors into `out`; the counts of `batch.score_csv`."""
+    """Score every product of `source` with `actors` Ray actors into `out`; the counts of `score.score_csv`."""
     ray = import_ray()  # first: without the extra, one line and nothing else
     for name, value in (("actors", actors), ("batch size", batch_size)):
         if value < 1:
