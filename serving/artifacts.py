@@ -11,7 +11,6 @@ Keras models (serving runs their ONNX exports); the bundle does not list them, s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from dataclasses import dataclass
@@ -32,11 +31,6 @@ class ModelIdentity:
     version: str
     files: dict[str, str]  # served file (relative to models/) -> sha256
     lock_path: Path
-
-
-def file_md5(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def find_lock(models_dir: Path, explicit: Path | None = None) -> Path:

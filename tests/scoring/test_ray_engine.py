@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_score import run
+from test_score import run, unlabeled_products
 
-from conftest import BIN, PROJECT, copy_repo, extract_raw_images, free_port, sh
+from conftest import BIN, PROJECT, copy_repo, free_port, sh
 from product_classifier import paths
 from product_classifier.scoring.ray_data import MISSING_RAY
 
@@ -52,13 +52,7 @@ def ray_cluster():
 def products(tiny_repo, tmp_path_factory):
     """Twelve unlabeled products of the tiny sample: one image missing, one not an image at all."""
     home = tmp_path_factory.mktemp("ray-products")
-    raw = tiny_repo / paths.RAW
-    x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(12)
-    images = home / "images"
-    extract_raw_images(raw, images, "test", [paths.image_name(r.imageid, r.productid) for r in x.itertuples()])
-    (images / paths.image_name(x.imageid.iloc[1], x.productid.iloc[1])).unlink()
-    (images / paths.image_name(x.imageid.iloc[2], x.productid.iloc[2])).write_bytes(b"not a jpeg")
-    x.to_csv(home / "products.csv")
+    unlabeled_products(tiny_repo, home, 12)
     return home
 
 

@@ -17,18 +17,24 @@ pytestmark = pytest.mark.slow
 CLI = BIN / "product-classifier-predict"
 
 
-@pytest.fixture(scope="module")
-def products(tiny_repo, tmp_path_factory):
-    """Five unlabeled products of the tiny sample: one image missing, one not an image at all."""
-    home = tmp_path_factory.mktemp("batch")
+def unlabeled_products(tiny_repo, home, n: int) -> pd.DataFrame:
+    """The first `n` unlabeled products of the tiny sample in `home/products.csv`, their images in `home/images`:
+    the second's image missing, the third's not an image at all."""
     raw = tiny_repo / paths.RAW
-    x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(5)
+    x = pd.read_csv(raw / paths.X_TEST, index_col=0).head(n)
     images = home / "images"
     extract_raw_images(raw, images, "test", [paths.image_name(r.imageid, r.productid) for r in x.itertuples()])
     (images / paths.image_name(x.imageid.iloc[1], x.productid.iloc[1])).unlink()
     (images / paths.image_name(x.imageid.iloc[2], x.productid.iloc[2])).write_bytes(b"not a jpeg")
     x.to_csv(home / "products.csv")
-    return home, x
+    return x
+
+
+@pytest.fixture(scope="module")
+def products(tiny_repo, tmp_path_factory):
+    """Five unlabeled products of the tiny sample: one image missing, one not an image at all."""
+    home = tmp_path_factory.mktemp("batch")
+    return home, unlabeled_products(tiny_repo, home, 5)
 
 
 def run(tiny_repo, *args, check=False, env: dict | None = None):

@@ -65,10 +65,6 @@ class Bundle:
     def files(self) -> dict[str, str]:
         return self.manifest.files
 
-    @property
-    def image_precision(self) -> str:
-        return precision(self.models_dir, self.image_model)
-
 
 def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:
@@ -80,17 +76,18 @@ def version_of(files: dict[str, str]) -> str:
     return hashlib.sha256(",".join(f"{rel}={files[rel]}" for rel in sorted(files)).encode()).hexdigest()[:12]
 
 
-def served_files(models_dir: Path) -> tuple[str, ...]:
-    """The files serving runs, the image model as fusion.json names it."""
-    image_model = read_json(models_dir / FUSION_JSON).get("image_model") or IMAGE_MODEL
-    return TEXT_MODEL, VOCAB, image_model, IMAGE_META, FUSION_JSON
+def image_model_of(fused: dict) -> str:
+    """The image model fusion.json names (the INT8 one when the fuse stage's gate accepted it), else the float one."""
+    return fused.get("image_model") or IMAGE_MODEL
 
 
 def manifest(models_dir: Path) -> dict:
-    """bundle.json's content for the models now in `models_dir` (the fuse stage writes it once fusion.json is)."""
+    """bundle.json's content for the models now in `models_dir` (the fuse stage writes it once fusion.json is):
+    the files serving runs, the image model as fusion.json names it."""
     check_files(models_dir, (FUSION_JSON,))
-    files = {rel: file_sha256(models_dir / rel) for rel in served_files(models_dir)}
-    check_files(models_dir, files)
+    served = (TEXT_MODEL, VOCAB, image_model_of(read_json(models_dir / FUSION_JSON)), IMAGE_META, FUSION_JSON)
+    check_files(models_dir, served)  # all missing ones named, before any is hashed
+    files = {rel: file_sha256(models_dir / rel) for rel in served}
     return {"version": version_of(files), "files": files}
 
 
@@ -150,7 +147,7 @@ def load(models_dir: str | Path, verify: bool = True) -> Bundle:
         fusion = Fusion.from_dict(fused["fusion"])
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{fusion_file}: not the fuse stage's fusion file ({type(exc).__name__}: {exc}); {FIX}") from None
-    image_model = fused.get("image_model") or IMAGE_MODEL
+    image_model = image_model_of(fused)
     if image_model not in manifest.files:
         raise DataError(f"{manifest.models_dir / paths.BUNDLE_FILE} does not list {image_model}, the image model "
                         f"{FUSION_JSON} names; {FIX}")

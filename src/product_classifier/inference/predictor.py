@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from product_classifier.errors import DataError, ImageError
+from product_classifier.errors import ImageError
 from product_classifier.inference import bundle
 from product_classifier.inference.fusion import Fusion
 from product_classifier.inference.images import is_blank, load_image
@@ -80,9 +80,6 @@ def load_onnx(models_dir: Path, threads: int | None = None, image_model: str | N
     `image_model`: another image model file (relative to `models_dir`: the fuse stage's INT8 one)."""
     image_file = image_model or bundle.IMAGE_MODEL
     bundle.check_files(models_dir, (bundle.TEXT_MODEL, bundle.VOCAB, image_file, bundle.IMAGE_META))
-    if not (models_dir / image_file).is_file():
-        raise DataError(f"{models_dir}: {bundle.FUSION_JSON} names the image model {image_file}, which "
-                        "is missing; run `dvc repro` or `dvc pull`")
     from product_classifier.inference.runtime import onnx_forward
 
     return Models(onnx_forward(models_dir / bundle.TEXT_MODEL, threads), Vocabulary.load(models_dir / bundle.VOCAB),
